@@ -1,0 +1,103 @@
+//! The identity service: the operations behind the management API's identity routes.
+//! Handlers parse and map; the rules (who may do what) and the audit entries are here.
+
+mod account;
+mod audit;
+mod keys;
+mod tenants;
+
+use std::sync::Arc;
+
+use maas_core::identity::Role;
+use maas_core::keys::Scope;
+use maas_store::{Store, StoreError};
+use serde::{Deserialize, Serialize};
+
+use crate::counter::Counter;
+use crate::principal::{Caller, TenantAccess};
+use crate::session::SessionStore;
+use crate::throttle::ThrottleConfig;
+use crate::AuthError;
+
+pub use audit::MAX_AUDIT_PAGE;
+pub use keys::CreatedKey;
+
+/// Session and login settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// How long a session lives, in seconds.
+    pub session_ttl_secs: u64,
+    /// `refresh` issues a new session id when less than this many seconds remain.
+    pub refresh_window_secs: u64,
+    pub login_throttle: ThrottleConfig,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            session_ttl_secs: 7 * 24 * 3600,
+            refresh_window_secs: 24 * 3600,
+            login_throttle: ThrottleConfig::default(),
+        }
+    }
+}
+
+/// Identity, tenancy and access, over a metadata store and the hot-state stores.
+#[derive(Debug, Clone)]
+pub struct IdentityService {
+    store: Arc<dyn Store>,
+    sessions: Arc<dyn SessionStore>,
+    counter: Arc<dyn Counter>,
+    config: AuthConfig,
+}
+
+impl IdentityService {
+    pub fn new(
+        store: Arc<dyn Store>,
+        sessions: Arc<dyn SessionStore>,
+        counter: Arc<dyn Counter>,
+        config: AuthConfig,
+    ) -> Self {
+        Self { store, sessions, counter, config }
+    }
+
+    pub fn config(&self) -> &AuthConfig {
+        &self.config
+    }
+
+    /// Readiness: the metadata store and the session store both answer.
+    pub async fn ready(&self) -> Result<(), AuthError> {
+        self.store.ping().await?;
+        self.sessions.ping().await
+    }
+
+    /// Checks that the caller may act on the tenant `slug` with at least `role`, using a key
+    /// with `scope`, and returns the tenant-scoped access. Tenants the caller cannot see are
+    /// reported as not found.
+    pub async fn access(
+        &self,
+        caller: &Caller,
+        slug: &str,
+        role: Role,
+        scope: Scope,
+    ) -> Result<TenantAccess, AuthError> {
+        caller.require_scope(scope)?;
+        let tenant = self.store.tenant_by_slug(slug).await.map_err(|e| match e {
+            StoreError::NotFound(_) => AuthError::TenantNotFound(slug.to_owned()),
+            e => AuthError::Store(e),
+        })?;
+        if caller.api_key().is_some_and(|k| k.tenant_id != tenant.id) {
+            return Err(AuthError::TenantNotFound(slug.to_owned()));
+        }
+        let member_role = self.store.role(caller.user().id, tenant.id).await?;
+        let effective = match member_role {
+            _ if caller.is_platform_admin() => Role::Owner,
+            Some(role) => role,
+            None => return Err(AuthError::TenantNotFound(slug.to_owned())),
+        };
+        let access = TenantAccess { store: self.store.scoped(tenant.id), tenant, role: effective };
+        access.require_role(role)?;
+        Ok(access)
+    }
+}

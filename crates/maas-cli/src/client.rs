@@ -1,0 +1,100 @@
+//! A thin HTTP client for the management API: base URL, credentials, error decoding.
+
+use reqwest::{Method, RequestBuilder, Response};
+use serde_json::Value;
+
+use crate::{CliError, Credentials};
+
+pub const SESSION_COOKIE: &str = "maas_session";
+
+#[derive(Debug, Clone)]
+pub enum Auth {
+    None,
+    Session(String),
+    ApiKey(String),
+}
+
+#[derive(Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    pub base: String,
+    pub auth: Auth,
+}
+
+impl Client {
+    pub fn new(base: &str, auth: Auth) -> Result<Self, CliError> {
+        let http = reqwest::Client::builder().user_agent(concat!("maas-cli/", env!("CARGO_PKG_VERSION"))).build()?;
+        Ok(Self { http, base: base.trim_end_matches('/').to_owned(), auth })
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let req = self.http.request(method, format!("{}{path}", self.base));
+        match &self.auth {
+            Auth::None => req,
+            Auth::Session(id) => req.header(reqwest::header::COOKIE, format!("{SESSION_COOKIE}={id}")),
+            Auth::ApiKey(key) => req.bearer_auth(key),
+        }
+    }
+
+    /// Sends the request; a non-2xx answer becomes [`CliError::Api`] with the server's code.
+    pub async fn send(&self, req: RequestBuilder) -> Result<Response, CliError> {
+        let response = req.send().await?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let field = |name: &str| body["error"][name].as_str().unwrap_or_default().to_owned();
+        Err(CliError::Api { status, code: field("code"), message: field("message") })
+    }
+
+    /// Sends and decodes a JSON answer (`null` for an empty body).
+    pub async fn json(&self, req: RequestBuilder) -> Result<Value, CliError> {
+        let bytes = self.send(req).await?.bytes().await?;
+        if bytes.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&bytes).map_err(CliError::Response)
+    }
+}
+
+/// The session id in a response's `Set-Cookie`, if it sets one.
+pub fn session_from(response: &Response) -> Option<String> {
+    response.headers().get_all(reqwest::header::SET_COOKIE).iter().find_map(|v| {
+        let v = v.to_str().ok()?;
+        let (pair, _) = v.split_once(';').unwrap_or((v, ""));
+        let (name, value) = pair.split_once('=')?;
+        (name.trim() == SESSION_COOKIE && !value.is_empty()).then(|| value.trim().to_owned())
+    })
+}
+
+/// Builds the client for an authenticated command: `MAAS_API_KEY`, else the stored key or
+/// session. A stored session is refreshed first (the pre-login call), and a rotated id saved.
+pub async fn authenticated(server: Option<&str>) -> Result<Client, CliError> {
+    let mut creds = Credentials::load()?;
+    let base = server.map(str::to_owned).or_else(|| creds.server.clone()).unwrap_or_else(default_server);
+    if let Ok(key) = std::env::var("MAAS_API_KEY") {
+        return Client::new(&base, Auth::ApiKey(key));
+    }
+    if let Some(key) = creds.api_key.clone() {
+        return Client::new(&base, Auth::ApiKey(key));
+    }
+    let session = creds.session.clone().ok_or(CliError::NotLoggedIn)?;
+    let client = Client::new(&base, Auth::Session(session))?;
+    let response = client.send(client.request(Method::POST, "/api/v1/auth/refresh")).await.map_err(|e| match e {
+        CliError::Api { status: 401, .. } => CliError::NotLoggedIn,
+        e => e,
+    })?;
+    match session_from(&response) {
+        Some(fresh) => {
+            creds.session = Some(fresh.clone());
+            creds.save()?;
+            Client::new(&base, Auth::Session(fresh))
+        }
+        None => Ok(client),
+    }
+}
+
+pub fn default_server() -> String {
+    "http://127.0.0.1:8080".to_owned()
+}

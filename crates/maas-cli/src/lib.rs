@@ -1,0 +1,12 @@
+//! The `maas` command-line client: every command is an HTTP call to a MaaS server, with
+//! credentials kept in the user's config dir (mode 0600).
+
+mod client;
+mod commands;
+mod credentials;
+mod error;
+mod output;
+
+pub use commands::{Command, GlobalArgs, run};
+pub use credentials::Credentials;
+pub use error::CliError;

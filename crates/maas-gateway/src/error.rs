@@ -1,0 +1,87 @@
+//! The one place errors become HTTP: `{"error": {"code", "message"}}` with the status from
+//! the error-code table, plus `Retry-After` where the error carries one.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use maas_auth::AuthError;
+use maas_core::validate::InvalidField;
+use maas_core::{Coded, ErrorCode};
+use maas_store::StoreError;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// An error on its way out to the client.
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub retry_after_secs: Option<u64>,
+}
+
+/// The error body every route returns on failure.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable snake_case code, e.g. `invalid_credentials`.
+    pub code: String,
+    /// A sentence for people.
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), retry_after_secs: None }
+    }
+
+    fn from_coded(e: &dyn Coded) -> Self {
+        let code = e.code();
+        let message = if code == ErrorCode::Internal {
+            // The details of a server-side failure go to the log, not to the client.
+            tracing::error!(error = %e, "internal error");
+            "internal error; the server log has the details".to_owned()
+        } else {
+            if code.http_status() >= 500 {
+                tracing::warn!(error = %e, code = code.as_str(), "backend unavailable");
+            }
+            e.to_string()
+        };
+        Self { code, message, retry_after_secs: e.retry_after_secs() }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        Self::from_coded(&e)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        Self::from_coded(&e)
+    }
+}
+
+impl From<InvalidField> for ApiError {
+    fn from(e: InvalidField) -> Self {
+        Self::from_coded(&e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = ErrorBody { error: ErrorDetail { code: self.code.as_str().to_owned(), message: self.message } };
+        let mut response = (status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

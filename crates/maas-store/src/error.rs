@@ -1,0 +1,91 @@
+//! Store errors, and how database failures map onto them.
+
+use maas_core::{Coded, ErrorCode};
+
+/// Which kind of row was not found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entity {
+    User,
+    Tenant,
+    ApiKey,
+    Member,
+}
+
+/// Which uniqueness rule a write broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conflict {
+    Username,
+    Email,
+    TenantSlug,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0:?} not found")]
+    NotFound(Entity),
+    #[error("{}", match .0 {
+        Conflict::Username => "that username is taken",
+        Conflict::Email => "that email address is already registered",
+        Conflict::TenantSlug => "that tenant slug is taken",
+    })]
+    Conflict(Conflict),
+    #[error("database URL must start with sqlite: or postgres://")]
+    UnsupportedUrl,
+    #[error("database unreachable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unexpected value {value:?} in {column}")]
+    Corrupt { column: &'static str, value: String },
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::RowNotFound => StoreError::Database(e),
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                StoreError::Unavailable(e)
+            }
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                // SQLite names the column in the message ("UNIQUE constraint failed:
+                // users.email"); PostgreSQL names the constraint ("users_email_key").
+                let what = db.constraint().map(str::to_owned).unwrap_or_else(|| db.message().to_owned());
+                if what.contains("email") {
+                    StoreError::Conflict(Conflict::Email)
+                } else if what.contains("username") {
+                    StoreError::Conflict(Conflict::Username)
+                } else if what.contains("slug") {
+                    StoreError::Conflict(Conflict::TenantSlug)
+                } else {
+                    StoreError::Database(e)
+                }
+            }
+            _ => StoreError::Database(e),
+        }
+    }
+}
+
+impl Coded for StoreError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            StoreError::NotFound(Entity::User) => ErrorCode::UserNotFound,
+            StoreError::NotFound(Entity::Tenant) => ErrorCode::TenantNotFound,
+            StoreError::NotFound(Entity::ApiKey) => ErrorCode::ApiKeyNotFound,
+            StoreError::NotFound(Entity::Member) => ErrorCode::MemberNotFound,
+            StoreError::Conflict(Conflict::Username) => ErrorCode::UsernameTaken,
+            StoreError::Conflict(Conflict::Email) => ErrorCode::EmailTaken,
+            StoreError::Conflict(Conflict::TenantSlug) => ErrorCode::TenantSlugTaken,
+            StoreError::Unavailable(_) => ErrorCode::ServiceUnavailable,
+            StoreError::UnsupportedUrl
+            | StoreError::Database(_)
+            | StoreError::Migrate(_)
+            | StoreError::Corrupt { .. } => ErrorCode::Internal,
+        }
+    }
+
+    fn retry_after_secs(&self) -> Option<u64> {
+        matches!(self, StoreError::Unavailable(_)).then_some(5)
+    }
+}

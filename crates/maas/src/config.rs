@@ -1,0 +1,155 @@
+//! Server configuration: defaults, then a TOML file (`--config`), then `MAAS_*` environment
+//! variables (nested keys with `__`, e.g. `MAAS_AUTH__SESSION_TTL_SECS`), then flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use figment::Figment;
+use figment::providers::{Env, Format as _, Serialized, Toml};
+use maas_auth::AuthConfig;
+use maas_core::Secret;
+use maas_gateway::GatewayConfig;
+use serde::{Deserialize, Serialize};
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Everything `maas serve` can be configured with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the embedded defaults keep their files (the SQLite database, later artifacts).
+    pub data_dir: PathBuf,
+    /// HTTP listen address; port 0 picks a free port (the startup log says which).
+    pub listen: SocketAddr,
+    /// `postgres://…` to use PostgreSQL; default: SQLite under `data_dir`.
+    pub database_url: Option<Secret<String>>,
+    /// `redis://…` to keep sessions and counters in Redis; default: in process.
+    pub redis_url: Option<Secret<String>>,
+    /// Prefix of every Redis key this instance writes.
+    pub redis_prefix: String,
+    pub log_format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `maas_gateway=debug,info`.
+    pub log_level: String,
+    pub auth: AuthConfig,
+    pub http: GatewayConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("maas-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: None,
+            redis_url: None,
+            redis_prefix: "maas:".into(),
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+            auth: AuthConfig::default(),
+            http: GatewayConfig::default(),
+        }
+    }
+}
+
+/// Top-level keys that `MAAS_*` variables may set. Other `MAAS_*` variables (the CLI's
+/// `MAAS_SERVER`, `MAAS_PASSWORD`, …) are not server configuration.
+const ENV_KEYS: &[&str] = &[
+    "data_dir", "listen", "database_url", "redis_url", "redis_prefix", "log_format", "log_level", "auth", "http",
+];
+
+/// Values given as command-line flags (highest precedence).
+#[derive(Debug, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+}
+
+impl Config {
+    /// Loads and validates the configuration.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.is_file() {
+                bail!("config file {} does not exist", file.display());
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        let env = Env::prefixed("MAAS_")
+            .split("__")
+            .filter(|key| ENV_KEYS.contains(&key.as_str().split('.').next().unwrap_or_default()));
+        let config: Config = figment
+            .merge(env)
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .context("invalid configuration")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if let Some(url) = &self.database_url {
+            let url = url.expose();
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite:")) {
+                bail!("database_url must start with postgres://, postgresql:// or sqlite:");
+            }
+        }
+        if let Some(url) = &self.redis_url {
+            if !(url.expose().starts_with("redis://") || url.expose().starts_with("rediss://")) {
+                bail!("redis_url must start with redis:// or rediss://");
+            }
+        }
+        if self.auth.session_ttl_secs == 0 {
+            bail!("auth.session_ttl_secs must be positive");
+        }
+        if self.auth.refresh_window_secs >= self.auth.session_ttl_secs {
+            bail!("auth.refresh_window_secs must be shorter than auth.session_ttl_secs");
+        }
+        if self.http.max_body_bytes < 1024 {
+            bail!("http.max_body_bytes must be at least 1024");
+        }
+        Ok(())
+    }
+
+    /// The metadata store URL: the configured one, else SQLite under the data dir.
+    pub fn store_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.expose().clone(),
+            None => format!("sqlite:{}", self.data_dir.join("maas.db").display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_secrets_are_redacted() {
+        let mut config = Config::default();
+        config.validate().unwrap();
+        config.database_url = Some(Secret::new("postgres://u:hunter2@db/x".into()));
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert_eq!(config.store_url(), "postgres://u:hunter2@db/x");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let mut config = Config::default();
+        config.auth.refresh_window_secs = config.auth.session_ttl_secs;
+        assert!(config.validate().is_err());
+        let mut config = Config::default();
+        config.database_url = Some(Secret::new("mysql://x".into()));
+        assert!(config.validate().is_err());
+    }
+}

@@ -1,0 +1,69 @@
+//! `maas serve`: picks the backends the configuration names and starts the gateway.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use maas_auth::{Counter, IdentityService, MemoryCounter, MemorySessions, RedisCounter, RedisSessions, SessionStore};
+use maas_gateway::AppState;
+
+use crate::config::Config;
+
+/// Runs the server until SIGINT/SIGTERM.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    tracing::info!(?config, "starting maas {}", env!("CARGO_PKG_VERSION"));
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+
+    let store = maas_store::open(&config.store_url()).await.context("cannot open the metadata store")?;
+    tracing::info!(backend = store.backend(), "metadata store ready (migrations applied)");
+
+    let (sessions, counter): (Arc<dyn SessionStore>, Arc<dyn Counter>) = match &config.redis_url {
+        Some(url) => {
+            let client = redis::Client::open(url.expose().as_str()).context("invalid redis_url")?;
+            let conn = redis::aio::ConnectionManager::new(client).await.context("cannot connect to Redis")?;
+            tracing::info!(prefix = %config.redis_prefix, "sessions and counters in Redis");
+            (
+                Arc::new(RedisSessions::new(conn.clone(), config.redis_prefix.clone())),
+                Arc::new(RedisCounter::new(conn, config.redis_prefix.clone())),
+            )
+        }
+        None => {
+            tracing::info!("sessions and counters in process");
+            (Arc::new(MemorySessions::new()), Arc::new(MemoryCounter::new()))
+        }
+    };
+
+    let identity = IdentityService::new(store, sessions, counter, config.auth.clone());
+    let state = AppState { identity, config: config.http.clone() };
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(listen_addr = %addr, "listening on http://{addr}");
+    maas_gateway::serve(listener, state, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}
