@@ -86,7 +86,10 @@ impl Config {
         }
         let env = Env::prefixed("MAAS_")
             .split("__")
-            .filter(|key| ENV_KEYS.contains(&key.as_str().split('.').next().unwrap_or_default()));
+            .filter(|key| {
+                let top = key.as_str().split('.').next().unwrap_or_default().to_ascii_lowercase();
+                ENV_KEYS.contains(&top.as_str())
+            });
         let config: Config = figment
             .merge(env)
             .merge(Serialized::defaults(overrides))

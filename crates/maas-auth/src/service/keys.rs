@@ -39,7 +39,7 @@ impl IdentityService {
             access.require_role(Role::Admin)?;
         }
         if let Some(own) = caller.api_key() {
-            if let Some(extra) = scopes.iter().find(|s| !own.scopes.contains(s)) {
+            if let Some(extra) = scopes.iter().find(|s| !s.granted_by(&own.scopes)) {
                 return Err(AuthError::InsufficientScope(extra.as_str()));
             }
         }

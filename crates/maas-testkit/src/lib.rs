@@ -1,0 +1,196 @@
+//! The one shared helper of the black-box tests: real backing services (a fresh PostgreSQL
+//! database per test, a unique Redis key prefix) and a real `maas serve` process on
+//! `127.0.0.1:0` with its own data directory.
+//!
+//! The services are the ones `scripts/test.sh` makes sure are running; their addresses come
+//! from `MAAS_TEST_POSTGRES_URL` and `MAAS_TEST_REDIS_URL` (defaults: the local servers).
+
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use sqlx::Connection as _;
+
+/// Server URL of the PostgreSQL instance tests may create databases in.
+pub fn postgres_admin_url() -> String {
+    std::env::var("MAAS_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// URL of the Redis server tests use (each test with its own key prefix).
+pub fn redis_url() -> String {
+    std::env::var("MAAS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A unique Redis key prefix for one test.
+pub fn redis_prefix() -> String {
+    format!("maas-test-{}:", uuid::Uuid::new_v4().simple())
+}
+
+/// Creates an empty database named `maas_t_<random>` and returns its URL. The test script
+/// drops leftovers of earlier runs before it starts.
+pub async fn fresh_postgres_db() -> anyhow::Result<String> {
+    let admin = postgres_admin_url();
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .with_context(|| format!("PostgreSQL must be running at {admin}: use scripts/test.sh"))?;
+    let name = format!("maas_t_{}", uuid::Uuid::new_v4().simple());
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await?;
+    conn.close().await?;
+    let (base, _) = admin.rsplit_once('/').context("MAAS_TEST_POSTGRES_URL has no database part")?;
+    Ok(format!("{base}/{name}"))
+}
+
+/// A running `maas serve` child process; killed when dropped.
+#[derive(Debug)]
+pub struct Server {
+    child: Child,
+    /// e.g. `http://127.0.0.1:41234`
+    pub url: String,
+    /// Every log line the server printed so far is also kept here (JSON lines).
+    pub logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    pub data_dir: tempfile::TempDir,
+}
+
+/// How to start a server: extra environment variables and arguments.
+#[derive(Debug, Default, Clone)]
+pub struct ServerOptions {
+    pub env: Vec<(String, String)>,
+    pub args: Vec<String>,
+}
+
+impl ServerOptions {
+    pub fn env(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+}
+
+impl Server {
+    /// Starts `bin serve --listen 127.0.0.1:0 --data-dir <temp> --log-format json` and waits
+    /// for the `listen_addr` log line.
+    pub fn start(bin: &Path, options: ServerOptions) -> anyhow::Result<Self> {
+        let data_dir = tempfile::tempdir()?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
+            .arg(data_dir.path())
+            .args(&options.args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // Tests choose the backends explicitly; ignore whatever the environment says.
+        for var in ["MAAS_DATABASE_URL", "MAAS_REDIS_URL", "MAAS_LISTEN", "MAAS_DATA_DIR", "MAAS_LOG_FORMAT"] {
+            cmd.env_remove(var);
+        }
+        cmd.envs(options.env.iter().map(|(k, v)| (k, v)));
+        let mut child = cmd.spawn().with_context(|| format!("cannot start {}", bin.display()))?;
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        for stream in [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let (tx, logs) = (tx.clone(), logs.clone());
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                        if let Some(addr) = v["listen_addr"].as_str() {
+                            let _ = tx.send(addr.to_owned());
+                        }
+                    }
+                    logs.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+                }
+            });
+        }
+        drop(tx);
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => Ok(Server { child, url: format!("http://{addr}"), logs, data_dir }),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let logs = logs.lock().unwrap_or_else(|p| p.into_inner()).join("\n");
+                bail!("the server did not report its address; its output:\n{logs}")
+            }
+        }
+    }
+
+    /// `self.url` + `path`.
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// Everything the server logged so far.
+    pub fn log_text(&self) -> String {
+        self.logs.lock().unwrap_or_else(|p| p.into_inner()).join("\n")
+    }
+
+    /// Stops the server with SIGTERM-like kill and waits for it.
+    pub fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP client that keeps cookies, like a browser.
+pub fn browser() -> reqwest::Client {
+    reqwest::Client::builder().cookie_store(true).build().unwrap_or_default()
+}
+
+/// An HTTP client without a cookie store.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+/// The password the helpers give every test user.
+pub fn password_of(username: &str) -> String {
+    format!("pw-{username}-123")
+}
+
+/// Registers `username` (email `<username>@example.com`) and returns the response body.
+pub async fn register(server: &Server, username: &str) -> anyhow::Result<serde_json::Value> {
+    let response = client()
+        .post(server.at("/api/v1/auth/register"))
+        .json(&serde_json::json!({
+            "username": username,
+            "email": format!("{username}@example.com"),
+            "password": password_of(username),
+        }))
+        .send()
+        .await?;
+    if response.status() != reqwest::StatusCode::CREATED {
+        bail!("register {username}: {} {}", response.status(), response.text().await?);
+    }
+    Ok(response.json().await?)
+}
+
+/// Registers `username` and returns a cookie-keeping client logged in as them.
+pub async fn user(server: &Server, username: &str) -> anyhow::Result<reqwest::Client> {
+    register(server, username).await?;
+    let browser = browser();
+    let response = browser
+        .post(server.at("/api/v1/auth/login"))
+        .json(&serde_json::json!({ "username": username, "password": password_of(username) }))
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        bail!("login {username}: {} {}", response.status(), response.text().await?);
+    }
+    Ok(browser)
+}
