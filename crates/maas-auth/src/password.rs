@@ -1,8 +1,8 @@
 //! Password hashing with argon2id (OWASP parameters: 19 MiB, 2 passes), off the executor.
 
+use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use argon2::Argon2;
 
 use crate::AuthError;
 

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::counter::Counter;
 use crate::AuthError;
+use crate::counter::Counter;
 
 /// Limits on failed logins.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,9 +44,7 @@ impl LoginThrottle<'_> {
         for (key, max) in limits {
             let count = self.counter.get(&key).await?;
             if count.value >= max {
-                return Err(AuthError::TooManyAttempts {
-                    retry_after_secs: count.resets_in.as_secs().max(1),
-                });
+                return Err(AuthError::TooManyAttempts { retry_after_secs: count.resets_in.as_secs().max(1) });
             }
         }
         Ok(())

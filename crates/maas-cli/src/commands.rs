@@ -213,7 +213,8 @@ async fn tenants(server: Option<&str>, out: Output, cmd: TenantsCommand) -> Resu
     match cmd {
         TenantsCommand::Create { slug, name } => {
             let name = name.unwrap_or_else(|| slug.clone());
-            let t = c.json(c.request(Method::POST, "/api/v1/tenants").json(&json!({ "slug": slug, "name": name }))).await?;
+            let t =
+                c.json(c.request(Method::POST, "/api/v1/tenants").json(&json!({ "slug": slug, "name": name }))).await?;
             show(out, &t, || println!("Created organisation {} ({})", field(&t, "slug"), field(&t, "id")));
         }
         TenantsCommand::List => {
@@ -235,8 +236,10 @@ async fn members(server: Option<&str>, out: Output, cmd: MembersCommand) -> Resu
         MembersCommand::List { tenant } => {
             let list = c.json(c.request(Method::GET, &format!("/api/v1/tenants/{tenant}/members"))).await?;
             show(out, &list, || {
-                let rows: Vec<_> =
-                    items(&list).iter().map(|m| vec![field(m, "username"), field(m, "role"), field(m, "since")]).collect();
+                let rows: Vec<_> = items(&list)
+                    .iter()
+                    .map(|m| vec![field(m, "username"), field(m, "role"), field(m, "since")])
+                    .collect();
                 output::table(&["username", "role", "since"], &rows);
             });
         }

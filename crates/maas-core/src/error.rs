@@ -117,10 +117,7 @@ mod tests {
         for code in ErrorCode::ALL {
             let s = code.as_str();
             assert!(seen.insert(s), "duplicate code {s}");
-            assert!(
-                s.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
-                "{s} is not snake_case"
-            );
+            assert!(s.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{s} is not snake_case");
             assert!((400..600).contains(&code.http_status()), "{s}");
         }
     }

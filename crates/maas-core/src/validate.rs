@@ -22,8 +22,24 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> InvalidField {
 
 /// Slugs that would clash with routes or confuse people.
 const RESERVED: &[&str] = &[
-    "admin", "api", "v1", "v2", "new", "me", "settings", "login", "logout", "register", "models",
-    "deployments", "tenants", "healthz", "readyz", "metrics", "static", "maas",
+    "admin",
+    "api",
+    "v1",
+    "v2",
+    "new",
+    "me",
+    "settings",
+    "login",
+    "logout",
+    "register",
+    "models",
+    "deployments",
+    "tenants",
+    "healthz",
+    "readyz",
+    "metrics",
+    "static",
+    "maas",
 ];
 
 /// Usernames and tenant slugs share one namespace and one rule: 2–39 characters of

@@ -73,8 +73,7 @@ impl From<InvalidField> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = ErrorBody { error: ErrorDetail { code: self.code.as_str().to_owned(), message: self.message } };
         let mut response = (status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after_secs {

@@ -45,9 +45,7 @@ impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match &e {
             sqlx::Error::RowNotFound => StoreError::Database(e),
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                StoreError::Unavailable(e)
-            }
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => StoreError::Unavailable(e),
             sqlx::Error::Database(db) if db.is_unique_violation() => {
                 // SQLite names the column in the message ("UNIQUE constraint failed:
                 // users.email"); PostgreSQL names the constraint ("users_email_key").

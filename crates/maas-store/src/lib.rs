@@ -117,8 +117,7 @@ pub trait TenantStore: Send + Sync + std::fmt::Debug {
 
     async fn record_audit(&self, event: NewAuditEvent) -> Result<AuditEvent>;
     /// Newest first; `before` pages backwards from an entry id.
-    async fn audit(&self, limit: u32, before: Option<maas_core::AuditId>)
-    -> Result<Vec<AuditEvent>>;
+    async fn audit(&self, limit: u32, before: Option<maas_core::AuditId>) -> Result<Vec<AuditEvent>>;
 }
 
 /// Opens the store named by `url` (`sqlite:PATH` or `postgres://…`) and runs its migrations.

@@ -13,11 +13,8 @@ pub struct PostgresStore {
 impl PostgresStore {
     /// Connects to `url` (`postgres://…`) and runs the migrations.
     pub async fn open(url: &str) -> Result<Self> {
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect(url)
-            .await?;
+        let pool =
+            PgPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(10)).connect(url).await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         Ok(Self { pool })
     }

@@ -44,8 +44,7 @@ macro_rules! sql_store {
         }
 
         fn millis(column: &'static str, ms: i64) -> Result<Timestamp> {
-            chrono::DateTime::from_timestamp_millis(ms)
-                .ok_or(StoreError::Corrupt { column, value: ms.to_string() })
+            chrono::DateTime::from_timestamp_millis(ms).ok_or(StoreError::Corrupt { column, value: ms.to_string() })
         }
 
         fn ts_col(row: &DbRow, column: &'static str) -> Result<Timestamp> {
@@ -214,14 +213,12 @@ macro_rules! sql_store {
             }
 
             async fn credentials(&self, login: &str) -> Result<UserCredentials> {
-                let row = q(format!(
-                    "SELECT {USER_COLS}, password_hash FROM users WHERE username = $1 OR email = $1"
-                ))
-                .bind(login)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(StoreError::from)
-                .map_err(not_found(Entity::User))?;
+                let row = q(format!("SELECT {USER_COLS}, password_hash FROM users WHERE username = $1 OR email = $1"))
+                    .bind(login)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(StoreError::from)
+                    .map_err(not_found(Entity::User))?;
                 Ok(UserCredentials { user: user_row(&row)?, password_hash: row.try_get("password_hash")? })
             }
 
@@ -392,12 +389,11 @@ macro_rules! sql_store {
             }
 
             async fn count_owners(&self) -> Result<u64> {
-                let n: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM memberships WHERE tenant_id = $1 AND role = 'owner'",
-                )
-                .bind(self.tenant.to_string())
-                .fetch_one(&self.pool)
-                .await?;
+                let n: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM memberships WHERE tenant_id = $1 AND role = 'owner'")
+                        .bind(self.tenant.to_string())
+                        .fetch_one(&self.pool)
+                        .await?;
                 Ok(u64::try_from(n).unwrap_or(0))
             }
 
@@ -423,27 +419,23 @@ macro_rules! sql_store {
             }
 
             async fn api_keys(&self) -> Result<Vec<ApiKey>> {
-                q(format!(
-                    "SELECT {KEY_COLS} FROM api_keys WHERE tenant_id = $1 ORDER BY created_at, id"
-                ))
-                .bind(self.tenant.to_string())
-                .fetch_all(&self.pool)
-                .await?
-                .iter()
-                .map(key_row)
-                .collect()
+                q(format!("SELECT {KEY_COLS} FROM api_keys WHERE tenant_id = $1 ORDER BY created_at, id"))
+                    .bind(self.tenant.to_string())
+                    .fetch_all(&self.pool)
+                    .await?
+                    .iter()
+                    .map(key_row)
+                    .collect()
             }
 
             async fn api_key(&self, id: ApiKeyId) -> Result<ApiKey> {
-                let row = q(format!(
-                    "SELECT {KEY_COLS} FROM api_keys WHERE tenant_id = $1 AND id = $2"
-                ))
-                .bind(self.tenant.to_string())
-                .bind(id.to_string())
-                .fetch_one(&self.pool)
-                .await
-                .map_err(StoreError::from)
-                .map_err(not_found(Entity::ApiKey))?;
+                let row = q(format!("SELECT {KEY_COLS} FROM api_keys WHERE tenant_id = $1 AND id = $2"))
+                    .bind(self.tenant.to_string())
+                    .bind(id.to_string())
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(StoreError::from)
+                    .map_err(not_found(Entity::ApiKey))?;
                 key_row(&row)
             }
 

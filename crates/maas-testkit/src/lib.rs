@@ -103,10 +103,10 @@ impl Server {
             let (tx, logs) = (tx.clone(), logs.clone());
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                        if let Some(addr) = v["listen_addr"].as_str() {
-                            let _ = tx.send(addr.to_owned());
-                        }
+                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                        && let Some(addr) = v["listen_addr"].as_str()
+                    {
+                        let _ = tx.send(addr.to_owned());
                     }
                     logs.lock().unwrap_or_else(|p| p.into_inner()).push(line);
                 }

@@ -59,9 +59,8 @@ impl Default for Config {
 
 /// Top-level keys that `MAAS_*` variables may set. Other `MAAS_*` variables (the CLI's
 /// `MAAS_SERVER`, `MAAS_PASSWORD`, …) are not server configuration.
-const ENV_KEYS: &[&str] = &[
-    "data_dir", "listen", "database_url", "redis_url", "redis_prefix", "log_format", "log_level", "auth", "http",
-];
+const ENV_KEYS: &[&str] =
+    &["data_dir", "listen", "database_url", "redis_url", "redis_prefix", "log_format", "log_level", "auth", "http"];
 
 /// Values given as command-line flags (highest precedence).
 #[derive(Debug, Default, Serialize)]
@@ -84,17 +83,12 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
-        let env = Env::prefixed("MAAS_")
-            .split("__")
-            .filter(|key| {
-                let top = key.as_str().split('.').next().unwrap_or_default().to_ascii_lowercase();
-                ENV_KEYS.contains(&top.as_str())
-            });
-        let config: Config = figment
-            .merge(env)
-            .merge(Serialized::defaults(overrides))
-            .extract()
-            .context("invalid configuration")?;
+        let env = Env::prefixed("MAAS_").split("__").filter(|key| {
+            let top = key.as_str().split('.').next().unwrap_or_default().to_ascii_lowercase();
+            ENV_KEYS.contains(&top.as_str())
+        });
+        let config: Config =
+            figment.merge(env).merge(Serialized::defaults(overrides)).extract().context("invalid configuration")?;
         config.validate()?;
         Ok(config)
     }
@@ -106,10 +100,10 @@ impl Config {
                 bail!("database_url must start with postgres://, postgresql:// or sqlite:");
             }
         }
-        if let Some(url) = &self.redis_url {
-            if !(url.expose().starts_with("redis://") || url.expose().starts_with("rediss://")) {
-                bail!("redis_url must start with redis:// or rediss://");
-            }
+        if let Some(url) = &self.redis_url
+            && !(url.expose().starts_with("redis://") || url.expose().starts_with("rediss://"))
+        {
+            bail!("redis_url must start with redis:// or rediss://");
         }
         if self.auth.session_ttl_secs == 0 {
             bail!("auth.session_ttl_secs must be positive");
@@ -151,8 +145,7 @@ mod tests {
         let mut config = Config::default();
         config.auth.refresh_window_secs = config.auth.session_ttl_secs;
         assert!(config.validate().is_err());
-        let mut config = Config::default();
-        config.database_url = Some(Secret::new("mysql://x".into()));
+        let config = Config { database_url: Some(Secret::new("mysql://x".into())), ..Config::default() };
         assert!(config.validate().is_err());
     }
 }

@@ -84,10 +84,13 @@ async fn register_login_me_logout() {
     let (status, me) = call(b.get(s.at("/api/v1/me"))).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(me["user"]["username"], "alice");
-    assert_eq!(me["tenants"], json!([{
-        "id": me["tenants"][0]["id"], "slug": "alice", "name": "alice", "kind": "personal",
-        "created_at": me["tenants"][0]["created_at"], "role": "owner"
-    }]));
+    assert_eq!(
+        me["tenants"],
+        json!([{
+            "id": me["tenants"][0]["id"], "slug": "alice", "name": "alice", "kind": "personal",
+            "created_at": me["tenants"][0]["created_at"], "role": "owner"
+        }])
+    );
 
     let (status, _) = call(b.post(s.at("/api/v1/auth/logout"))).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
@@ -121,9 +124,7 @@ async fn logout_destroys_the_session_server_side() {
 #[tokio::test]
 async fn refresh_rotates_near_expiry_and_sessions_expire() {
     let s = start(
-        ServerOptions::default()
-            .env("MAAS_AUTH__SESSION_TTL_SECS", "3")
-            .env("MAAS_AUTH__REFRESH_WINDOW_SECS", "2"),
+        ServerOptions::default().env("MAAS_AUTH__SESSION_TTL_SECS", "3").env("MAAS_AUTH__REFRESH_WINDOW_SECS", "2"),
     );
     register(&s, "alice").await.unwrap();
     let old = login_cookie(&s, "alice").await;
@@ -175,7 +176,8 @@ async fn repeated_login_failures_are_throttled() {
     // An unknown account is throttled the same way (no user enumeration by status).
     for _ in 0..3 {
         let (status, body) =
-            call(client().post(s.at("/api/v1/auth/login")).json(&json!({ "username": "ghost", "password": "x" }))).await;
+            call(client().post(s.at("/api/v1/auth/login")).json(&json!({ "username": "ghost", "password": "x" })))
+                .await;
         assert_eq!((status, code(&body)), (StatusCode::UNAUTHORIZED, "invalid_credentials"));
     }
     let (status, _) =
@@ -207,7 +209,8 @@ async fn organisations_members_and_roles() {
     let bob = user(&s, "bob").await.unwrap();
     let carol = user(&s, "carol").await.unwrap();
 
-    let (status, org) = call(alice.post(s.at("/api/v1/tenants")).json(&json!({ "slug": "acme", "name": "Acme" }))).await;
+    let (status, org) =
+        call(alice.post(s.at("/api/v1/tenants")).json(&json!({ "slug": "acme", "name": "Acme" }))).await;
     assert_eq!(status, StatusCode::CREATED, "{org}");
     assert_eq!((org["slug"].as_str(), org["kind"].as_str()), (Some("acme"), Some("organization")));
     let (status, body) = call(bob.post(s.at("/api/v1/tenants")).json(&json!({ "slug": "acme", "name": "X" }))).await;
@@ -256,7 +259,8 @@ async fn organisations_members_and_roles() {
 
     // Personal tenants have no other members.
     let (status, body) =
-        call(bob.post(s.at("/api/v1/tenants/bob/members")).json(&json!({ "username": "carol", "role": "member" }))).await;
+        call(bob.post(s.at("/api/v1/tenants/bob/members")).json(&json!({ "username": "carol", "role": "member" })))
+            .await;
     assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid_request"));
 
     // Tenant lists: members see theirs; the platform admin (alice, first user) sees all.
@@ -300,9 +304,10 @@ async fn api_keys_scopes_tenancy_revocation_and_expiry() {
     assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "tenant_not_found"), "other tenant's key");
     let (status, body) = call(client().get(s.at("/api/v1/tenants/bob/keys")).bearer_auth(&read_key)).await;
     assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "tenant_not_found"));
-    let (status, body) =
-        call(client().post(s.at("/api/v1/tenants")).bearer_auth(&manage_key).json(&json!({"slug": "k-org", "name": "K"})))
-            .await;
+    let (status, body) = call(
+        client().post(s.at("/api/v1/tenants")).bearer_auth(&manage_key).json(&json!({"slug": "k-org", "name": "K"})),
+    )
+    .await;
     assert_eq!((status, code(&body)), (StatusCode::FORBIDDEN, "forbidden"));
 
     // last_used_at is recorded.
@@ -425,22 +430,89 @@ async fn bad_input_gets_4xx_with_a_code() {
     let alice = user(&s, "alice").await.unwrap();
     let register = s.at("/api/v1/auth/register");
     let cases: Vec<(RequestBuilder, StatusCode, &str)> = vec![
-        (client().post(&register).header("content-type", "application/json").body("{\"username\":"), StatusCode::BAD_REQUEST, "malformed_json"),
-        (client().post(&register).json(&json!({ "username": "x1", "email": "a@b.io", "password": "12345678", "admin": true })), StatusCode::BAD_REQUEST, "invalid_request"),
+        (
+            client().post(&register).header("content-type", "application/json").body("{\"username\":"),
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+        ),
+        (
+            client()
+                .post(&register)
+                .json(&json!({ "username": "x1", "email": "a@b.io", "password": "12345678", "admin": true })),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
         (client().post(&register).json(&json!({ "username": "x1" })), StatusCode::BAD_REQUEST, "invalid_request"),
-        (client().post(&register).json(&json!({ "username": "Bad Name", "email": "a@b.io", "password": "12345678" })), StatusCode::BAD_REQUEST, "invalid_request"),
-        (client().post(&register).json(&json!({ "username": "okname", "email": "nope", "password": "12345678" })), StatusCode::BAD_REQUEST, "invalid_request"),
-        (client().post(&register).json(&json!({ "username": "okname", "email": "a@b.io", "password": "short" })), StatusCode::BAD_REQUEST, "invalid_request"),
-        (client().post(&register).json(&json!({ "username": "alice", "email": "z@b.io", "password": "12345678" })), StatusCode::CONFLICT, "username_taken"),
-        (client().post(&register).json(&json!({ "username": "zed", "email": "alice@example.com", "password": "12345678" })), StatusCode::CONFLICT, "email_taken"),
-        (client().post(&register).header("content-type", "text/plain").body("{}"), StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
-        (client().post(&register).header("content-type", "application/json").body(format!("{{\"username\":\"{}\"}}", "a".repeat(10_000))), StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-        (client().post(s.at("/api/v1/auth/login")).json(&json!({ "password": "x" })), StatusCode::BAD_REQUEST, "invalid_request"),
+        (
+            client()
+                .post(&register)
+                .json(&json!({ "username": "Bad Name", "email": "a@b.io", "password": "12345678" })),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            client().post(&register).json(&json!({ "username": "okname", "email": "nope", "password": "12345678" })),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            client().post(&register).json(&json!({ "username": "okname", "email": "a@b.io", "password": "short" })),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            client().post(&register).json(&json!({ "username": "alice", "email": "z@b.io", "password": "12345678" })),
+            StatusCode::CONFLICT,
+            "username_taken",
+        ),
+        (
+            client()
+                .post(&register)
+                .json(&json!({ "username": "zed", "email": "alice@example.com", "password": "12345678" })),
+            StatusCode::CONFLICT,
+            "email_taken",
+        ),
+        (
+            client().post(&register).header("content-type", "text/plain").body("{}"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            client()
+                .post(&register)
+                .header("content-type", "application/json")
+                .body(format!("{{\"username\":\"{}\"}}", "a".repeat(10_000))),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+        (
+            client().post(s.at("/api/v1/auth/login")).json(&json!({ "password": "x" })),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
         (alice.delete(s.at("/api/v1/tenants/alice/keys/not-a-uuid")), StatusCode::BAD_REQUEST, "invalid_id"),
-        (alice.post(s.at("/api/v1/tenants/alice/keys")).json(&json!({ "name": "k", "scopes": ["root"] })), StatusCode::BAD_REQUEST, "invalid_request"),
-        (alice.post(s.at("/api/v1/tenants/alice/keys")).json(&json!({ "name": "k", "scopes": [] })), StatusCode::BAD_REQUEST, "invalid_request"),
-        (alice.post(s.at("/api/v1/tenants/alice/keys")).json(&json!({ "name": "", "scopes": ["read"] })), StatusCode::BAD_REQUEST, "invalid_request"),
-        (alice.post(s.at("/api/v1/tenants/alice/keys")).json(&json!({ "name": "k", "scopes": ["read"], "expires_at": "tomorrow" })), StatusCode::BAD_REQUEST, "invalid_request"),
+        (
+            alice.post(s.at("/api/v1/tenants/alice/keys")).json(&json!({ "name": "k", "scopes": ["root"] })),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            alice.post(s.at("/api/v1/tenants/alice/keys")).json(&json!({ "name": "k", "scopes": [] })),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            alice.post(s.at("/api/v1/tenants/alice/keys")).json(&json!({ "name": "", "scopes": ["read"] })),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            alice
+                .post(s.at("/api/v1/tenants/alice/keys"))
+                .json(&json!({ "name": "k", "scopes": ["read"], "expires_at": "tomorrow" })),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
         (alice.get(s.at("/api/v1/tenants/nobody/keys")), StatusCode::NOT_FOUND, "tenant_not_found"),
         (client().get(s.at("/api/v1/tenants/alice/keys")), StatusCode::UNAUTHORIZED, "unauthenticated"),
         (client().get(s.at("/api/v1/no/such/route")), StatusCode::NOT_FOUND, "route_not_found"),
@@ -479,16 +551,28 @@ async fn openapi_document_lists_exactly_the_served_routes() {
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     let paths = doc["paths"].as_object().unwrap();
     for required in [
-        "/api/v1/auth/register", "/api/v1/auth/login", "/api/v1/auth/refresh", "/api/v1/auth/logout", "/api/v1/me",
-        "/api/v1/tenants", "/api/v1/tenants/{tenant}/members", "/api/v1/tenants/{tenant}/keys",
-        "/api/v1/tenants/{tenant}/keys/{id}", "/api/v1/tenants/{tenant}/audit", "/api/v1/openapi.json",
-        "/healthz", "/readyz",
+        "/api/v1/auth/register",
+        "/api/v1/auth/login",
+        "/api/v1/auth/refresh",
+        "/api/v1/auth/logout",
+        "/api/v1/me",
+        "/api/v1/tenants",
+        "/api/v1/tenants/{tenant}/members",
+        "/api/v1/tenants/{tenant}/keys",
+        "/api/v1/tenants/{tenant}/keys/{id}",
+        "/api/v1/tenants/{tenant}/audit",
+        "/api/v1/openapi.json",
+        "/healthz",
+        "/readyz",
     ] {
         assert!(paths.contains_key(required), "{required} missing from the OpenAPI document");
     }
     // Every documented operation is routed (no route_not_found / method_not_allowed).
     for (path, ops) in paths {
-        let concrete = path.replace("{tenant}", "alice").replace("{id}", "0190d2a4-0000-7000-8000-000000000000").replace("{username}", "bob");
+        let concrete = path
+            .replace("{tenant}", "alice")
+            .replace("{id}", "0190d2a4-0000-7000-8000-000000000000")
+            .replace("{username}", "bob");
         for method in ops.as_object().unwrap().keys() {
             let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let (status, body) = call(client().request(method.clone(), s.at(&concrete))).await;

@@ -72,7 +72,11 @@ async fn login_tenants_members_keys_logout() {
     let listing = ok(&maas(cfg, &s, &["members", "list", "acme"]));
     assert!(listing.contains("bob") && listing.contains("admin"), "{listing}");
 
-    let key = json_of(&maas(cfg, &s, &["keys", "create", "acme", "--name", "ci", "--scopes", "read,infer", "--output", "json"]));
+    let key = json_of(&maas(
+        cfg,
+        &s,
+        &["keys", "create", "acme", "--name", "ci", "--scopes", "read,infer", "--output", "json"],
+    ));
     let (id, secret) = (key["id"].as_str().unwrap().to_owned(), key["key"].as_str().unwrap().to_owned());
     let list = json_of(&maas(cfg, &s, &["keys", "list", "acme", "--output", "json"]));
     assert_eq!(list["items"][0]["id"], id.as_str());
@@ -85,7 +89,8 @@ async fn login_tenants_members_keys_logout() {
 
     // An API key can be stored instead of a session.
     let other = tempfile::tempdir().unwrap();
-    let key = json_of(&maas(cfg, &s, &["keys", "create", "alice", "--name", "cli", "--scopes", "read", "--output", "json"]));
+    let key =
+        json_of(&maas(cfg, &s, &["keys", "create", "alice", "--name", "cli", "--scopes", "read", "--output", "json"]));
     ok(&maas(other.path(), &s, &["login", "--api-key", key["key"].as_str().unwrap()]));
     let me2 = json_of(&maas(other.path(), &s, &["whoami", "--output", "json"]));
     assert_eq!(me2["api_key"]["name"], "cli");
@@ -101,15 +106,14 @@ async fn login_tenants_members_keys_logout() {
 async fn cli_refreshes_and_saves_a_rotated_session() {
     let s = Server::start(
         Path::new(BIN),
-        ServerOptions::default()
-            .env("MAAS_AUTH__SESSION_TTL_SECS", "60")
-            .env("MAAS_AUTH__REFRESH_WINDOW_SECS", "59"),
+        ServerOptions::default().env("MAAS_AUTH__SESSION_TTL_SECS", "60").env("MAAS_AUTH__REFRESH_WINDOW_SECS", "59"),
     )
     .unwrap();
     register(&s, "alice").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     ok(&maas(dir.path(), &s, &["login", "alice", "--password", &password_of("alice")]));
-    let read = || serde_json::from_slice::<Value>(&std::fs::read(dir.path().join("credentials.json")).unwrap()).unwrap();
+    let read =
+        || serde_json::from_slice::<Value>(&std::fs::read(dir.path().join("credentials.json")).unwrap()).unwrap();
     let before = read()["session"].clone();
     std::thread::sleep(std::time::Duration::from_millis(1100));
     ok(&maas(dir.path(), &s, &["whoami"]));

@@ -30,7 +30,8 @@ async fn session_max_age(s: &Server) -> i64 {
 async fn config_file_then_environment_then_flags() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("maas.toml");
-    std::fs::write(&file, "listen = \"127.0.0.1:1\"\n[auth]\nsession_ttl_secs = 120\nrefresh_window_secs = 60\n").unwrap();
+    std::fs::write(&file, "listen = \"127.0.0.1:1\"\n[auth]\nsession_ttl_secs = 120\nrefresh_window_secs = 60\n")
+        .unwrap();
     let config = file.to_str().unwrap().to_owned();
 
     // The flag --listen 127.0.0.1:0 (from the helper) beats the file's port 1.
@@ -66,14 +67,19 @@ fn invalid_configuration_is_refused_with_a_clear_message() {
     assert!(err.to_lowercase().contains("listen"), "{err}");
     let err = refused(&["--data-dir", d], &[("MAAS_DATABASE_URL", "mysql://db/x")]);
     assert!(err.contains("database_url"), "{err}");
-    let err = refused(&["--data-dir", d, "--listen", "127.0.0.1:0"], &[("MAAS_AUTH__REFRESH_WINDOW_SECS", "999999999")]);
+    let err =
+        refused(&["--data-dir", d, "--listen", "127.0.0.1:0"], &[("MAAS_AUTH__REFRESH_WINDOW_SECS", "999999999")]);
     assert!(err.contains("refresh_window_secs"), "{err}");
 }
 
 #[tokio::test]
 async fn secrets_are_never_logged() {
     let url = fresh_postgres_db().await.unwrap();
-    let secret = url.split_once("://").and_then(|(_, rest)| rest.split_once('@')).and_then(|(cred, _)| cred.split_once(':')).map(|(_, pw)| pw.to_owned());
+    let secret = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split_once('@'))
+        .and_then(|(cred, _)| cred.split_once(':'))
+        .map(|(_, pw)| pw.to_owned());
     let secret = secret.expect("the test script gives the PostgreSQL test role a password");
     let s = start(
         ServerOptions::default()

@@ -52,18 +52,14 @@ impl Counter for RedisCounter {
     async fn increment(&self, key: &str, window: Duration) -> Result<Count, AuthError> {
         let mut conn = self.conn.clone();
         let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
-        let (n, ttl): (i64, i64) =
-            self.script.key(self.key(key)).arg(window_ms).invoke_async(&mut conn).await?;
+        let (n, ttl): (i64, i64) = self.script.key(self.key(key)).arg(window_ms).invoke_async(&mut conn).await?;
         Ok(to_count(n, ttl))
     }
 
     async fn get(&self, key: &str) -> Result<Count, AuthError> {
         let mut conn = self.conn.clone();
-        let (n, ttl): (Option<i64>, i64) = redis::pipe()
-            .get(self.key(key))
-            .pttl(self.key(key))
-            .query_async(&mut conn)
-            .await?;
+        let (n, ttl): (Option<i64>, i64) =
+            redis::pipe().get(self.key(key)).pttl(self.key(key)).query_async(&mut conn).await?;
         Ok(to_count(n.unwrap_or(0), ttl))
     }
 

@@ -9,7 +9,7 @@ use super::IdentityService;
 use crate::principal::{Caller, Principal};
 use crate::session::Session;
 use crate::throttle::LoginThrottle;
-use crate::{password, token, AuthError};
+use crate::{AuthError, password, token};
 
 /// Result of a refresh: the session to keep using, and whether its id changed.
 #[derive(Debug, Clone)]
@@ -49,19 +49,14 @@ impl IdentityService {
         let password_hash = password::hash(password.to_owned()).await?;
         let (user, tenant) = self
             .store
-            .register_user(NewUser {
-                username: username.to_owned(),
-                email: email.to_lowercase(),
-                password_hash,
-            })
+            .register_user(NewUser { username: username.to_owned(), email: email.to_lowercase(), password_hash })
             .await?;
         let caller = Caller {
             principal: Principal::Session { user: user.clone(), session: self.new_session(&user) },
             client_ip,
         };
         let store = self.store.scoped(tenant.id);
-        self.record(&caller, store.as_ref(), "user.register", &user.username, serde_json::json!({}))
-            .await?;
+        self.record(&caller, store.as_ref(), "user.register", &user.username, serde_json::json!({})).await?;
         Ok((user, tenant))
     }
 
@@ -89,13 +84,10 @@ impl IdentityService {
         let session = self.new_session(&user);
         self.sessions.put(&session).await?;
         let tenant = self.store.tenant_by_slug(&user.username).await?;
-        let caller = Caller {
-            principal: Principal::Session { user: user.clone(), session: session.clone() },
-            client_ip,
-        };
+        let caller =
+            Caller { principal: Principal::Session { user: user.clone(), session: session.clone() }, client_ip };
         let store = self.store.scoped(tenant.id);
-        self.record(&caller, store.as_ref(), "session.login", &user.username, serde_json::json!({}))
-            .await?;
+        self.record(&caller, store.as_ref(), "session.login", &user.username, serde_json::json!({})).await?;
         Ok((user, session))
     }
 

@@ -1,13 +1,13 @@
 //! Recording and reading the audit log.
 
+use maas_core::AuditId;
 use maas_core::audit::AuditEvent;
 use maas_core::identity::Role;
-use maas_core::AuditId;
 use maas_store::{NewAuditEvent, TenantStore};
 
 use super::IdentityService;
-use crate::principal::{Caller, TenantAccess};
 use crate::AuthError;
+use crate::principal::{Caller, TenantAccess};
 
 /// Most entries returned by one audit page.
 pub const MAX_AUDIT_PAGE: u32 = 500;

@@ -38,10 +38,10 @@ impl IdentityService {
         if scopes.contains(&Scope::Manage) {
             access.require_role(Role::Admin)?;
         }
-        if let Some(own) = caller.api_key() {
-            if let Some(extra) = scopes.iter().find(|s| !s.granted_by(&own.scopes)) {
-                return Err(AuthError::InsufficientScope(extra.as_str()));
-            }
+        if let Some(own) = caller.api_key()
+            && let Some(extra) = scopes.iter().find(|s| !s.granted_by(&own.scopes))
+        {
+            return Err(AuthError::InsufficientScope(extra.as_str()));
         }
         if expires_at.is_some_and(|t| t <= maas_core::now()) {
             return Err(AuthError::InvalidRequest("expires_at: must be in the future".into()));

@@ -13,11 +13,11 @@ use maas_core::keys::Scope;
 use maas_store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 
+use crate::AuthError;
 use crate::counter::Counter;
 use crate::principal::{Caller, TenantAccess};
 use crate::session::SessionStore;
 use crate::throttle::ThrottleConfig;
-use crate::AuthError;
 
 pub use audit::MAX_AUDIT_PAGE;
 pub use keys::CreatedKey;

@@ -5,8 +5,8 @@ use maas_core::validate;
 use maas_store::StoreError;
 
 use super::IdentityService;
-use crate::principal::{Caller, TenantAccess};
 use crate::AuthError;
+use crate::principal::{Caller, TenantAccess};
 
 impl IdentityService {
     /// Creates an organisation owned by the caller.
@@ -19,8 +19,7 @@ impl IdentityService {
         validate::display_name("name", name)?;
         let tenant = self.store.create_organization(slug, name.trim(), caller.user().id).await?;
         let store = self.store.scoped(tenant.id);
-        self.record(caller, store.as_ref(), "tenant.create", slug, serde_json::json!({ "name": tenant.name }))
-            .await?;
+        self.record(caller, store.as_ref(), "tenant.create", slug, serde_json::json!({ "name": tenant.name })).await?;
         Ok(tenant)
     }
 

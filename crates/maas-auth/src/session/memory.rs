@@ -36,10 +36,11 @@ impl SessionStore for MemorySessions {
 
     async fn get(&self, id: &str) -> Result<Option<Session>, AuthError> {
         let now = maas_core::now();
-        Ok(self.lock().get(&digest(id)).filter(|s| !s.is_expired(now)).map(|s| Session {
-            id: id.to_owned(),
-            ..s.clone()
-        }))
+        Ok(self
+            .lock()
+            .get(&digest(id))
+            .filter(|s| !s.is_expired(now))
+            .map(|s| Session { id: id.to_owned(), ..s.clone() }))
     }
 
     async fn delete(&self, id: &str) -> Result<(), AuthError> {

@@ -50,12 +50,7 @@ pub(crate) mod contract {
 
     fn session(ttl: Duration) -> Session {
         let now = maas_core::now();
-        Session {
-            id: crate::token::random_secret(),
-            user_id: UserId::new(),
-            created_at: now,
-            expires_at: now + ttl,
-        }
+        Session { id: crate::token::random_secret(), user_id: UserId::new(), created_at: now, expires_at: now + ttl }
     }
 
     pub async fn put_get_delete(store: &dyn SessionStore) {

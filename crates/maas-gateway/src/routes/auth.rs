@@ -96,9 +96,10 @@ async fn login(
     jar: CookieJar,
     Json(req): Json<LoginRequest>,
 ) -> ApiResult<impl IntoResponse> {
-    let login = req.email.or(req.username).ok_or_else(|| {
-        AuthError::InvalidRequest("give 'email' or 'username' with 'password'".into())
-    })?;
+    let login = req
+        .email
+        .or(req.username)
+        .ok_or_else(|| AuthError::InvalidRequest("give 'email' or 'username' with 'password'".into()))?;
     let (user, session) = state.identity.login(&login, &req.password, ip).await?;
     let jar = jar.add(session_cookie(&state, &session));
     Ok((jar, axum::Json(SessionResponse { user, expires_at: session.expires_at, rotated: false })))
@@ -118,11 +119,8 @@ async fn refresh(
     let id = id.ok_or(AuthError::SessionExpired)?;
     let refreshed = state.identity.refresh(&id).await?;
     let jar = if refreshed.rotated { jar.add(session_cookie(&state, &refreshed.session)) } else { jar };
-    let body = SessionResponse {
-        user: refreshed.user,
-        expires_at: refreshed.session.expires_at,
-        rotated: refreshed.rotated,
-    };
+    let body =
+        SessionResponse { user: refreshed.user, expires_at: refreshed.session.expires_at, rotated: refreshed.rotated };
     Ok((jar, axum::Json(body)))
 }
 
