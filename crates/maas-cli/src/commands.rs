@@ -38,6 +38,13 @@ pub enum Command {
     /// API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// A tenant's audit log, newest first (owners and admins).
+    Audit {
+        tenant: String,
+        /// How many entries.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -121,6 +128,20 @@ pub async fn run(global: &GlobalArgs, command: Command) -> Result<(), CliError> 
         Command::Tenants(cmd) => tenants(server, out, cmd).await,
         Command::Members(cmd) => members(server, out, cmd).await,
         Command::Keys(cmd) => keys(server, out, cmd).await,
+        Command::Audit { tenant, limit } => {
+            let c = client::authenticated(server).await?;
+            let page = c.json(c.request(Method::GET, &format!("/api/v1/tenants/{tenant}/audit?limit={limit}"))).await?;
+            show(out, &page, || {
+                let rows: Vec<_> = items(&page)
+                    .iter()
+                    .map(|e| {
+                        vec![field(e, "at"), field(e, "actor"), field(e, "action"), field(e, "target"), field(e, "client_ip")]
+                    })
+                    .collect();
+                output::table(&["at", "actor", "action", "target", "from"], &rows);
+            });
+            Ok(())
+        }
     }
 }
 

@@ -87,6 +87,9 @@ async fn login_tenants_members_keys_logout() {
     assert_eq!(me(&secret).await.unwrap().status(), 401);
     assert!(ok(&maas(cfg, &s, &["keys", "list", "acme"])).contains("revoked"));
 
+    let audit = ok(&maas(cfg, &s, &["audit", "acme"]));
+    assert!(audit.contains("key.revoke") && audit.contains("member.set") && audit.contains("tenant.create"), "{audit}");
+
     // An API key can be stored instead of a session.
     let other = tempfile::tempdir().unwrap();
     let key =
