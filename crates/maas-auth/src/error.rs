@@ -38,6 +38,8 @@ pub enum AuthError {
     HotState(#[from] redis::RedisError),
     #[error("password hashing failed: {0}")]
     Hashing(String),
+    #[error("not ready: {0}")]
+    NotReady(Box<AuthError>),
 }
 
 impl Coded for AuthError {
@@ -59,6 +61,7 @@ impl Coded for AuthError {
             AuthError::Store(e) => e.code(),
             AuthError::HotState(_) => ErrorCode::ServiceUnavailable,
             AuthError::Hashing(_) => ErrorCode::Internal,
+            AuthError::NotReady(_) => ErrorCode::ServiceUnavailable,
         }
     }
 
@@ -66,7 +69,7 @@ impl Coded for AuthError {
         match self {
             AuthError::TooManyAttempts { retry_after_secs } => Some(*retry_after_secs),
             AuthError::Store(e) => e.retry_after_secs(),
-            AuthError::HotState(_) => Some(5),
+            AuthError::HotState(_) | AuthError::NotReady(_) => Some(5),
             _ => None,
         }
     }

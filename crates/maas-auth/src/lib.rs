@@ -25,3 +25,13 @@ pub use principal::{Caller, Principal, TenantAccess};
 pub use service::{AuthConfig, IdentityService};
 pub use session::{MemorySessions, RedisSessions, Session, SessionStore};
 pub use throttle::ThrottleConfig;
+
+/// A connection to the test Redis (`MAAS_TEST_REDIS_URL`, started by `scripts/test.sh`) and a
+/// key prefix no other test uses.
+#[cfg(test)]
+pub(crate) async fn test_redis() -> (redis::aio::ConnectionManager, String) {
+    let url = std::env::var("MAAS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let client = redis::Client::open(url).expect("valid Redis URL");
+    let conn = redis::aio::ConnectionManager::new(client).await.expect("Redis must be running: use scripts/test.sh");
+    (conn, format!("maas-test-{}:", uuid::Uuid::new_v4().simple()))
+}

@@ -135,7 +135,13 @@ pub async fn run(global: &GlobalArgs, command: Command) -> Result<(), CliError> 
                 let rows: Vec<_> = items(&page)
                     .iter()
                     .map(|e| {
-                        vec![field(e, "at"), field(e, "actor"), field(e, "action"), field(e, "target"), field(e, "client_ip")]
+                        vec![
+                            field(e, "at"),
+                            field(e, "actor"),
+                            field(e, "action"),
+                            field(e, "target"),
+                            field(e, "client_ip"),
+                        ]
                     })
                     .collect();
                 output::table(&["at", "actor", "action", "target", "from"], &rows);

@@ -194,3 +194,21 @@ pub async fn user(server: &Server, username: &str) -> anyhow::Result<reqwest::Cl
     }
     Ok(browser)
 }
+
+/// Logs `username` in without a cookie store and returns the whole `Set-Cookie` value.
+pub async fn login_set_cookie(server: &Server, username: &str) -> anyhow::Result<String> {
+    let response = client()
+        .post(server.at("/api/v1/auth/login"))
+        .json(&serde_json::json!({ "username": username, "password": password_of(username) }))
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        bail!("login {username}: {} {}", response.status(), response.text().await?);
+    }
+    Ok(response.headers().get("set-cookie").context("no Set-Cookie")?.to_str()?.to_owned())
+}
+
+/// The `name=value` part of a `Set-Cookie` value, ready for a `Cookie` header.
+pub fn cookie_pair(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap_or_default().trim().to_owned()
+}

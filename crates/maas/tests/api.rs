@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use maas_testkit::{Server, ServerOptions, browser, client, password_of, register, user};
+use maas_testkit::{
+    Server, ServerOptions, browser, client, cookie_pair, login_set_cookie, password_of, register, user,
+};
 use reqwest::{RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 
@@ -38,13 +40,7 @@ async fn key(server: &Server, as_user: &reqwest::Client, tenant: &str, scopes: &
 
 /// Logs in without a cookie store and returns the `maas_session=…` pair.
 async fn login_cookie(s: &Server, username: &str) -> String {
-    let r = client()
-        .post(s.at("/api/v1/auth/login"))
-        .json(&json!({ "username": username, "password": password_of(username) }))
-        .send()
-        .await
-        .unwrap();
-    r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned()
+    cookie_pair(&login_set_cookie(s, username).await.unwrap())
 }
 
 /// Calls refresh with `cookie`; returns the status, any new cookie pair, and the body.
@@ -106,13 +102,7 @@ async fn register_login_me_logout() {
 async fn logout_destroys_the_session_server_side() {
     let s = start(ServerOptions::default());
     register(&s, "alice").await.unwrap();
-    let response = client()
-        .post(s.at("/api/v1/auth/login"))
-        .json(&json!({ "username": "alice", "password": password_of("alice") }))
-        .send()
-        .await
-        .unwrap();
-    let cookie = response.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let cookie = login_cookie(&s, "alice").await;
     let with_cookie = |req: RequestBuilder| req.header("cookie", cookie.clone());
     assert_eq!(call(with_cookie(client().get(s.at("/api/v1/me")))).await.0, StatusCode::OK);
     assert_eq!(call(with_cookie(client().post(s.at("/api/v1/auth/logout")))).await.0, StatusCode::NO_CONTENT);

@@ -4,7 +4,10 @@
 use std::path::Path;
 use std::process::Command;
 
-use maas_testkit::{Server, ServerOptions, browser, client, fresh_postgres_db, password_of, redis_prefix, redis_url};
+use maas_testkit::{
+    Server, ServerOptions, browser, client, cookie_pair, fresh_postgres_db, login_set_cookie, password_of,
+    redis_prefix, redis_url,
+};
 use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_maas");
@@ -16,13 +19,7 @@ fn start(options: ServerOptions) -> Server {
 /// The `Max-Age` of the session cookie a fresh login gets.
 async fn session_max_age(s: &Server) -> i64 {
     maas_testkit::register(s, "alice").await.unwrap();
-    let r = client()
-        .post(s.at("/api/v1/auth/login"))
-        .json(&json!({ "username": "alice", "password": password_of("alice") }))
-        .send()
-        .await
-        .unwrap();
-    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let cookie = login_set_cookie(s, "alice").await.unwrap();
     cookie.split("Max-Age=").nth(1).and_then(|v| v.split(';').next()).unwrap().parse().unwrap()
 }
 
@@ -120,14 +117,7 @@ async fn two_instances_share_postgres_and_redis() {
 
     // A user registered on A logs in on B; B's session works on A.
     maas_testkit::register(&a, "alice").await.unwrap();
-    let r = client()
-        .post(b.at("/api/v1/auth/login"))
-        .json(&json!({ "username": "alice", "password": password_of("alice") }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let cookie = cookie_pair(&login_set_cookie(&b, "alice").await.unwrap());
     let me = |s: &Server| client().get(s.at("/api/v1/me")).header("cookie", cookie.clone()).send();
     assert_eq!(me(&a).await.unwrap().status(), 200, "session from B accepted by A (Redis)");
 
@@ -187,4 +177,51 @@ async fn two_instances_share_postgres_and_redis() {
         .await
         .unwrap();
     assert_eq!(users.status(), 409, "alice is still in PostgreSQL");
+}
+
+#[tokio::test]
+async fn readiness_fails_with_503_when_the_database_goes_away() {
+    let url = fresh_postgres_db().await.unwrap();
+    let s = start(ServerOptions::default().env("MAAS_DATABASE_URL", &url));
+    assert_eq!(client().get(s.at("/readyz")).send().await.unwrap().status(), 200);
+    let name = url.rsplit('/').next().unwrap();
+    let mut admin =
+        <sqlx::PgConnection as sqlx::Connection>::connect(&maas_testkit::postgres_admin_url()).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE {name} WITH (FORCE)"))).execute(&mut admin).await.unwrap();
+    let r = client().get(s.at("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "service_unavailable");
+    assert_eq!(client().get(s.at("/healthz")).send().await.unwrap().status(), 200, "still live");
+}
+
+#[tokio::test]
+async fn session_cookie_is_secure_behind_an_https_proxy() {
+    let s = start(ServerOptions::default().env("MAAS_HTTP__TRUST_FORWARDED_FOR", "true"));
+    maas_testkit::register(&s, "alice").await.unwrap();
+    let login = |proto: &'static str| {
+        client()
+            .post(s.at("/api/v1/auth/login"))
+            .header("x-forwarded-proto", proto)
+            .header("x-forwarded-for", "203.0.113.9")
+            .json(&json!({ "username": "alice", "password": password_of("alice") }))
+            .send()
+    };
+    let plain = login("http").await.unwrap();
+    assert!(!plain.headers()["set-cookie"].to_str().unwrap().contains("Secure"));
+    let tls = login("https").await.unwrap();
+    let cookie = tls.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.contains("Secure"), "{cookie}");
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let audit: serde_json::Value = client()
+        .get(s.at("/api/v1/tenants/alice/audit"))
+        .header("cookie", session)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(audit["items"][0]["client_ip"], "203.0.113.9", "client IP from the trusted proxy");
 }

@@ -72,15 +72,9 @@ impl Counter for RedisCounter {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[tokio::test]
     async fn contract() {
-        let url = std::env::var("MAAS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-        let conn = ConnectionManager::new(redis::Client::open(url).unwrap())
-            .await
-            .expect("Redis must be running: use scripts/test.sh");
-        let counter = RedisCounter::new(conn, format!("maas-test-{}:", uuid::Uuid::new_v4()));
-        super::super::contract::counts_expire_and_reset(&counter, "").await;
+        let (conn, prefix) = crate::test_redis().await;
+        super::super::contract::counts_expire_and_reset(&super::RedisCounter::new(conn, prefix), "").await;
     }
 }

@@ -67,9 +67,11 @@ impl IdentityService {
     }
 
     /// Readiness: the metadata store and the session store both answer.
+    /// Any failure, whatever its kind, means "not ready" (503).
     pub async fn ready(&self) -> Result<(), AuthError> {
-        self.store.ping().await?;
-        self.sessions.ping().await
+        let not_ready = |e: AuthError| AuthError::NotReady(Box::new(e));
+        self.store.ping().await.map_err(|e| not_ready(e.into()))?;
+        self.sessions.ping().await.map_err(not_ready)
     }
 
     /// Checks that the caller may act on the tenant `slug` with at least `role`, using a key

@@ -74,14 +74,10 @@ impl SessionStore for RedisSessions {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[tokio::test]
     async fn contract() {
-        let url = std::env::var("MAAS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-        let client = redis::Client::open(url).unwrap();
-        let conn = ConnectionManager::new(client).await.expect("Redis must be running: use scripts/test.sh");
-        let store = RedisSessions::new(conn, format!("maas-test-{}:", uuid::Uuid::new_v4()));
+        let (conn, prefix) = crate::test_redis().await;
+        let store = super::RedisSessions::new(conn, prefix);
         super::super::contract::put_get_delete(&store).await;
         super::super::contract::expired_sessions_vanish(&store).await;
     }

@@ -1,7 +1,7 @@
 //! `/api/v1/auth/*`: register, login, refresh (pre-login), logout.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum_extra::extract::CookieJar;
 use axum_extra::extract::cookie::{Cookie, SameSite};
@@ -54,12 +54,16 @@ pub struct SessionResponse {
     pub rotated: bool,
 }
 
-fn session_cookie(state: &AppState, session: &Session) -> Cookie<'static> {
+/// The session cookie. `Secure` when configured, or when a trusted proxy says the client
+/// connected over HTTPS (`X-Forwarded-Proto: https`).
+fn session_cookie(state: &AppState, headers: &HeaderMap, session: &Session) -> Cookie<'static> {
     let secs = (session.expires_at - maas_core::now()).num_seconds().max(0);
+    let https = state.config.trust_forwarded_for
+        && headers.get("x-forwarded-proto").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
     Cookie::build((SESSION_COOKIE, session.id.clone()))
         .http_only(true)
         .same_site(SameSite::Lax)
-        .secure(state.config.secure_cookies)
+        .secure(state.config.secure_cookies || https)
         .path("/")
         .max_age(time::Duration::seconds(secs))
         .build()
@@ -93,6 +97,7 @@ async fn register(
 async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
+    headers: HeaderMap,
     jar: CookieJar,
     Json(req): Json<LoginRequest>,
 ) -> ApiResult<impl IntoResponse> {
@@ -101,7 +106,7 @@ async fn login(
         .or(req.username)
         .ok_or_else(|| AuthError::InvalidRequest("give 'email' or 'username' with 'password'".into()))?;
     let (user, session) = state.identity.login(&login, &req.password, ip).await?;
-    let jar = jar.add(session_cookie(&state, &session));
+    let jar = jar.add(session_cookie(&state, &headers, &session));
     Ok((jar, axum::Json(SessionResponse { user, expires_at: session.expires_at, rotated: false })))
 }
 
@@ -114,11 +119,12 @@ async fn login(
 async fn refresh(
     State(state): State<AppState>,
     SessionId(id): SessionId,
+    headers: HeaderMap,
     jar: CookieJar,
 ) -> ApiResult<impl IntoResponse> {
     let id = id.ok_or(AuthError::SessionExpired)?;
     let refreshed = state.identity.refresh(&id).await?;
-    let jar = if refreshed.rotated { jar.add(session_cookie(&state, &refreshed.session)) } else { jar };
+    let jar = if refreshed.rotated { jar.add(session_cookie(&state, &headers, &refreshed.session)) } else { jar };
     let body =
         SessionResponse { user: refreshed.user, expires_at: refreshed.session.expires_at, rotated: refreshed.rotated };
     Ok((jar, axum::Json(body)))
