@@ -19,6 +19,8 @@ fi
 source scripts/services.sh
 ensure_postgres
 ensure_redis
+ensure_python_venv
+ensure_seaweedfs
 
 step() { printf '\n=== %s\n' "$*"; }
 start=$SECONDS

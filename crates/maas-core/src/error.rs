@@ -72,6 +72,12 @@ error_codes! {
     ApiKeyNotFound = ("api_key_not_found", 404),
     /// The user is not a member of this tenant.
     MemberNotFound = ("member_not_found", 404),
+    /// The model does not exist or is not visible to the caller.
+    ModelNotFound = ("model_not_found", 404),
+    /// The model has no such version.
+    VersionNotFound = ("version_not_found", 404),
+    /// The version has no such file.
+    FileNotFound = ("file_not_found", 404),
     /// The route exists but not for this method.
     MethodNotAllowed = ("method_not_allowed", 405),
     /// The username is taken (by a user or an organisation).
@@ -82,6 +88,24 @@ error_codes! {
     TenantSlugTaken = ("tenant_slug_taken", 409),
     /// The change would leave the tenant without an owner.
     LastOwner = ("last_owner", 409),
+    /// The tenant already has a model with this name.
+    ModelExists = ("model_exists", 409),
+    /// The model already has this version.
+    VersionExists = ("version_exists", 409),
+    /// The version is published and can no longer change.
+    VersionImmutable = ("version_immutable", 409),
+    /// A resumed upload does not start where the committed bytes end.
+    UploadOffsetMismatch = ("upload_offset_mismatch", 409),
+    /// The uploaded bytes do not match the announced SHA-256.
+    ChecksumMismatch = ("checksum_mismatch", 400),
+    /// A file path is absolute, contains `..`, or uses characters or lengths not allowed.
+    InvalidPath = ("invalid_path", 400),
+    /// A model file is truncated, malformed or not in its declared format; the message says why.
+    InvalidModelFile = ("invalid_model_file", 422),
+    /// A tenant quota (models, storage) would be exceeded; the message names it.
+    QuotaExceeded = ("quota_exceeded", 403),
+    /// The requested byte range is outside the file.
+    RangeNotSatisfiable = ("range_not_satisfiable", 416),
     /// The body is larger than the server accepts.
     PayloadTooLarge = ("payload_too_large", 413),
     /// The body's content type is not the one the route expects.

@@ -58,3 +58,15 @@ id_type!(
     /// One audit log entry.
     AuditId
 );
+id_type!(
+    /// A model in the registry.
+    ModelId
+);
+id_type!(
+    /// One version of a model.
+    VersionId
+);
+id_type!(
+    /// A (resumable) file upload in progress.
+    UploadId
+);

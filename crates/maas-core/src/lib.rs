@@ -8,11 +8,12 @@ pub mod error;
 pub mod identity;
 pub mod ids;
 pub mod keys;
+pub mod registry;
 pub mod secret;
 pub mod validate;
 
 pub use error::{Coded, ErrorCode};
-pub use ids::{ApiKeyId, AuditId, TenantId, UserId};
+pub use ids::{ApiKeyId, AuditId, ModelId, TenantId, UploadId, UserId, VersionId};
 pub use secret::Secret;
 
 /// Timestamps are UTC everywhere.

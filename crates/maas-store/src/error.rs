@@ -9,6 +9,9 @@ pub enum Entity {
     Tenant,
     ApiKey,
     Member,
+    Model,
+    Version,
+    File,
 }
 
 /// Which uniqueness rule a write broke.
@@ -17,6 +20,8 @@ pub enum Conflict {
     Username,
     Email,
     TenantSlug,
+    ModelName,
+    Version,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -27,8 +32,12 @@ pub enum StoreError {
         Conflict::Username => "that username is taken",
         Conflict::Email => "that email address is already registered",
         Conflict::TenantSlug => "that tenant slug is taken",
+        Conflict::ModelName => "the tenant already has a model with that name",
+        Conflict::Version => "the model already has that version",
     })]
     Conflict(Conflict),
+    #[error("the version is published and can no longer change")]
+    VersionNotDraft,
     #[error("database URL must start with sqlite: or postgres://")]
     UnsupportedUrl,
     #[error("database unreachable: {0}")]
@@ -50,7 +59,11 @@ impl From<sqlx::Error> for StoreError {
                 // SQLite names the column in the message ("UNIQUE constraint failed:
                 // users.email"); PostgreSQL names the constraint ("users_email_key").
                 let what = db.constraint().map(str::to_owned).unwrap_or_else(|| db.message().to_owned());
-                if what.contains("email") {
+                if what.contains("model_versions") {
+                    StoreError::Conflict(Conflict::Version)
+                } else if what.contains("models") {
+                    StoreError::Conflict(Conflict::ModelName)
+                } else if what.contains("email") {
                     StoreError::Conflict(Conflict::Email)
                 } else if what.contains("username") {
                     StoreError::Conflict(Conflict::Username)
@@ -72,6 +85,12 @@ impl Coded for StoreError {
             StoreError::NotFound(Entity::Tenant) => ErrorCode::TenantNotFound,
             StoreError::NotFound(Entity::ApiKey) => ErrorCode::ApiKeyNotFound,
             StoreError::NotFound(Entity::Member) => ErrorCode::MemberNotFound,
+            StoreError::NotFound(Entity::Model) => ErrorCode::ModelNotFound,
+            StoreError::NotFound(Entity::Version) => ErrorCode::VersionNotFound,
+            StoreError::NotFound(Entity::File) => ErrorCode::FileNotFound,
+            StoreError::Conflict(Conflict::ModelName) => ErrorCode::ModelExists,
+            StoreError::Conflict(Conflict::Version) => ErrorCode::VersionExists,
+            StoreError::VersionNotDraft => ErrorCode::VersionImmutable,
             StoreError::Conflict(Conflict::Username) => ErrorCode::UsernameTaken,
             StoreError::Conflict(Conflict::Email) => ErrorCode::EmailTaken,
             StoreError::Conflict(Conflict::TenantSlug) => ErrorCode::TenantSlugTaken,

@@ -7,7 +7,9 @@
 
 mod error;
 mod postgres;
+pub mod registry;
 mod sql;
+mod sql_registry;
 mod sqlite;
 
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use maas_core::{ApiKeyId, TenantId, Timestamp, UserId};
 
 pub use error::{Conflict, Entity, StoreError};
 pub use postgres::PostgresStore;
+pub use registry::{Catalog, ModelPage, ModelPatch, NewModel, TenantModels, Upload};
 pub use sqlite::SqliteStore;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -64,7 +67,7 @@ pub struct NewAuditEvent {
 
 /// Platform-wide operations: users, tenants, memberships and key lookup by secret.
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+pub trait Store: Catalog + Send + Sync + std::fmt::Debug + 'static {
     /// Which backend this is (`sqlite` or `postgres`), for logs.
     fn backend(&self) -> &'static str;
     /// Cheap round trip, for readiness checks.
@@ -98,7 +101,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
 /// Operations on the rows one tenant owns. Every query binds the handle's tenant id.
 #[async_trait]
-pub trait TenantStore: Send + Sync + std::fmt::Debug {
+pub trait TenantStore: TenantModels + Send + Sync + std::fmt::Debug {
     fn tenant_id(&self) -> TenantId;
 
     async fn members(&self) -> Result<Vec<Member>>;

@@ -32,3 +32,12 @@ impl SqliteStore {
 }
 
 crate::sql::sql_store!(SqliteStore, SqliteTenantStore, sqlx::Sqlite, "sqlite");
+crate::sql_registry::sql_registry!(SqliteStore, SqliteTenantStore, sqlx::Sqlite);
+
+/// Full-text condition: FTS5 over name and description. Each word of `q` becomes a quoted
+/// prefix term, so user input can never be FTS5 syntax.
+fn push_text_match(qb: &mut sqlx::QueryBuilder<sqlx::Sqlite>, q: &str) {
+    let terms: Vec<String> =
+        q.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(|w| format!("\"{w}\"*")).collect();
+    qb.push("m.id IN (SELECT model_id FROM models_fts WHERE models_fts MATCH ").push_bind(terms.join(" ")).push(")");
+}

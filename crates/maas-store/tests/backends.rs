@@ -6,7 +6,10 @@ use std::sync::Arc;
 use maas_core::identity::{Role, TenantKind};
 use maas_core::keys::Scope;
 use maas_core::{ApiKeyId, UserId};
-use maas_store::{Conflict, Entity, NewApiKey, NewAuditEvent, NewUser, SqliteStore, Store, StoreError};
+use maas_core::registry::{CollaboratorAccess, ModelFormat, ModelQuery, ModelSort, Quota, VersionState, Viewer, Visibility};
+use maas_store::{
+    Conflict, Entity, ModelPatch, NewApiKey, NewAuditEvent, NewModel, NewUser, SqliteStore, Store, StoreError, Upload,
+};
 
 /// A store on a fresh database, plus whatever must live as long as it (the temp dir).
 struct Backend {
@@ -50,6 +53,10 @@ on_both_backends! {
     members_roles_and_owner_count => membership;
     api_keys_revoke_and_touch => keys;
     audit_log_pages_newest_first => audit;
+    models_crud_tags_and_isolation => models;
+    search_applies_visibility_text_filters_sort_and_pages => search;
+    versions_files_uploads_and_publishing => versions;
+    stars_collaborators_and_quotas => social;
 }
 
 fn new_user(name: &str) -> NewUser {
@@ -217,4 +224,180 @@ async fn sqlite_keeps_committed_rows_across_reopen() {
 #[tokio::test]
 async fn unknown_url_schemes_are_refused() {
     assert!(matches!(maas_store::open("mysql://x").await, Err(StoreError::UnsupportedUrl)));
+}
+
+fn new_model(name: &str, visibility: Visibility, description: &str, tags: &[&str]) -> NewModel {
+    NewModel {
+        name: name.into(),
+        task: "embeddings".into(),
+        visibility,
+        description: description.into(),
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        license: Some("apache-2.0".into()),
+        readme: "# Hello".into(),
+    }
+}
+
+async fn models(store: Arc<dyn Store>) {
+    let (_, a) = store.register_user(new_user("alice")).await.unwrap();
+    let (_, b) = store.register_user(new_user("bob")).await.unwrap();
+    let (sa, sb) = (store.scoped(a.id), store.scoped(b.id));
+    let m = sa.create_model(new_model("minilm", Visibility::Private, "Sentence embeddings", &["nlp", "onnx"])).await.unwrap();
+    assert_eq!((m.owner.as_str(), m.name.as_str(), m.tags.clone()), ("alice", "minilm", vec!["nlp".to_string(), "onnx".into()]));
+    assert_eq!(sa.readme(m.id).await.unwrap(), "# Hello");
+    assert!(matches!(
+        sa.create_model(new_model("minilm", Visibility::Public, "", &[])).await,
+        Err(StoreError::Conflict(Conflict::ModelName))
+    ));
+    sb.create_model(new_model("minilm", Visibility::Public, "", &[])).await.unwrap();
+    assert_eq!(sa.count_models().await.unwrap(), 1);
+
+    let patch = ModelPatch { visibility: Some(Visibility::Public), tags: Some(vec!["nlp".into()]), readme: Some("new".into()), ..ModelPatch::default() };
+    let updated = sa.update_model(m.id, patch).await.unwrap();
+    assert_eq!((updated.visibility, updated.tags.clone()), (Visibility::Public, vec!["nlp".to_string()]));
+    assert_eq!(updated.description, "Sentence embeddings", "untouched fields stay");
+    assert_eq!(sa.readme(m.id).await.unwrap(), "new");
+    sa.add_downloads(m.id, 3).await.unwrap();
+    assert_eq!(sa.model("minilm").await.unwrap().downloads, 3);
+
+    // B's handle cannot touch A's model, even by id.
+    assert!(matches!(sb.update_model(m.id, ModelPatch::default()).await, Err(StoreError::NotFound(Entity::Model))));
+    assert!(matches!(sb.delete_model(m.id).await, Err(StoreError::NotFound(Entity::Model))));
+    let (carol, _) = store.register_user(new_user("carol")).await.unwrap();
+    let foreign = sb.create_version(m.id, "v1", ModelFormat::Onnx, serde_json::json!({})).await;
+    assert!(matches!(foreign, Err(StoreError::NotFound(Entity::Model))), "{foreign:?}");
+    assert!(matches!(sb.set_collaborator(m.id, &carol, CollaboratorAccess::Write).await, Err(StoreError::NotFound(Entity::Model))));
+    assert!(matches!(sb.set_star(m.id, carol.id, true).await, Err(StoreError::NotFound(Entity::Model))));
+    assert_eq!(sa.model("minilm").await.unwrap().stars, 0);
+    let v = sa.create_version(m.id, "v1", ModelFormat::Onnx, serde_json::json!({})).await.unwrap();
+    assert!(matches!(sb.put_file(v.id, "x", &"a".repeat(64), 1).await, Err(StoreError::NotFound(Entity::Version))));
+    assert!(matches!(sb.publish_version(v.id, serde_json::json!({})).await, Err(StoreError::VersionNotDraft)));
+    assert!(sb.versions(m.id).await.unwrap().is_empty());
+    assert_eq!(sa.version(m.id, "v1").await.unwrap().state, VersionState::Draft);
+    sa.delete_model(m.id).await.unwrap();
+    assert!(matches!(sa.model("minilm").await, Err(StoreError::NotFound(Entity::Model))));
+}
+
+async fn search(store: Arc<dyn Store>) {
+    let (alice, a) = store.register_user(new_user("alice")).await.unwrap();
+    let (bob, b) = store.register_user(new_user("bob")).await.unwrap();
+    let (carol, _) = store.register_user(new_user("carol")).await.unwrap();
+    let (sa, sb) = (store.scoped(a.id), store.scoped(b.id));
+    let public = sa.create_model(new_model("resnet-50", Visibility::Public, "Image classification network", &["vision"])).await.unwrap();
+    let secret = sa.create_model(new_model("secret-llm", Visibility::Private, "A private language model", &["nlp"])).await.unwrap();
+    let bobs = sb.create_model(new_model("bert-base", Visibility::Public, "Language encoder", &["nlp"])).await.unwrap();
+    sb.add_downloads(bobs.id, 10).await.unwrap();
+    sa.set_collaborator(secret.id, &carol, CollaboratorAccess::Read).await.unwrap();
+
+    let names = |page: maas_store::ModelPage| page.items.into_iter().map(|m| m.name).collect::<Vec<_>>();
+    let query = |q: Option<&str>| ModelQuery { q: q.map(str::to_owned), page: 1, per_page: 20, ..ModelQuery::default() };
+    let anon = Viewer::default();
+    let mut seen = names(store.search_models(&anon, &query(None)).await.unwrap());
+    seen.sort();
+    assert_eq!(seen, ["bert-base", "resnet-50"], "anonymous: public only");
+    let as_user = |u: &maas_core::identity::User| Viewer { user_id: Some(u.id), ..Viewer::default() };
+    assert_eq!(store.search_models(&as_user(&alice), &query(None)).await.unwrap().total, 3);
+    assert_eq!(store.search_models(&as_user(&bob), &query(None)).await.unwrap().total, 2);
+    assert_eq!(store.search_models(&as_user(&carol), &query(None)).await.unwrap().total, 3, "collaborator");
+    let admin = Viewer { is_admin: true, ..Viewer::default() };
+    assert_eq!(store.search_models(&admin, &query(None)).await.unwrap().total, 3);
+    let key_of_b = Viewer { user_id: Some(alice.id), only_tenant: Some(b.id), ..Viewer::default() };
+    assert_eq!(store.search_models(&key_of_b, &query(None)).await.unwrap().total, 2);
+
+    // Full text on name and description, every word required, prefixes match.
+    assert_eq!(names(store.search_models(&anon, &query(Some("image"))).await.unwrap()), ["resnet-50"]);
+    assert_eq!(names(store.search_models(&anon, &query(Some("resnet"))).await.unwrap()), ["resnet-50"]);
+    assert_eq!(names(store.search_models(&anon, &query(Some("language encoder"))).await.unwrap()), ["bert-base"]);
+    assert_eq!(store.search_models(&anon, &query(Some("private"))).await.unwrap().total, 0, "text search respects visibility");
+    assert_eq!(names(store.search_models(&as_user(&alice), &query(Some("private"))).await.unwrap()), ["secret-llm"]);
+    assert_eq!(store.search_models(&anon, &query(Some("\"* OR (NEAR"))).await.unwrap().total, 0, "syntax is inert");
+
+    let filtered = |f: fn(&mut ModelQuery)| {
+        let mut q = query(None);
+        f(&mut q);
+        q
+    };
+    assert_eq!(names(store.search_models(&as_user(&alice), &filtered(|q| q.tag = Some("nlp".into()))).await.unwrap()).len(), 2);
+    assert_eq!(names(store.search_models(&anon, &filtered(|q| q.owner = Some("bob".into()))).await.unwrap()), ["bert-base"]);
+    assert_eq!(store.search_models(&anon, &filtered(|q| q.task = Some("tensor".into()))).await.unwrap().total, 0);
+    let by_downloads = store.search_models(&anon, &filtered(|q| q.sort = Some(ModelSort::Downloads))).await.unwrap();
+    assert_eq!(names(by_downloads), ["bert-base", "resnet-50"]);
+
+    // Stable pages.
+    let page = |n| filtered_page(n);
+    fn filtered_page(n: u32) -> ModelQuery {
+        ModelQuery { page: n, per_page: 1, sort: Some(ModelSort::Downloads), ..ModelQuery::default() }
+    }
+    let p1 = store.search_models(&anon, &page(1)).await.unwrap();
+    let p2 = store.search_models(&anon, &page(2)).await.unwrap();
+    let p3 = store.search_models(&anon, &page(3)).await.unwrap();
+    assert_eq!((p1.total, names(p1), names(p2), p3.items.len()), (2, vec!["bert-base".to_string()], vec!["resnet-50".to_string()], 0));
+    let _ = public;
+}
+
+async fn versions(store: Arc<dyn Store>) {
+    let (_, a) = store.register_user(new_user("alice")).await.unwrap();
+    let sa = store.scoped(a.id);
+    let m = sa.create_model(new_model("net", Visibility::Private, "", &[])).await.unwrap();
+    let v1 = sa.create_version(m.id, "1.0", ModelFormat::Onnx, serde_json::json!({"metrics": {"acc": 0.9}})).await.unwrap();
+    assert_eq!((v1.state, v1.format), (VersionState::Draft, ModelFormat::Onnx));
+    assert!(matches!(
+        sa.create_version(m.id, "1.0", ModelFormat::Onnx, serde_json::json!({})).await,
+        Err(StoreError::Conflict(Conflict::Version))
+    ));
+    sa.create_version(m.id, "2.0", ModelFormat::Gguf, serde_json::json!({})).await.unwrap();
+    let listed: Vec<_> = sa.versions(m.id).await.unwrap().into_iter().map(|v| v.version).collect();
+    assert_eq!(listed, ["2.0", "1.0"]);
+
+    let hash = "a".repeat(64);
+    let f = sa.put_file(v1.id, "model.onnx", &hash, 1234).await.unwrap();
+    assert_eq!((f.path.as_str(), f.size), ("model.onnx", 1234));
+    sa.put_file(v1.id, "model.onnx", &"b".repeat(64), 99).await.unwrap();
+    assert_eq!(sa.file(v1.id, "model.onnx").await.unwrap().size, 99, "replaced");
+    sa.put_file(v1.id, "config/extra.json", &hash, 1).await.unwrap();
+    assert_eq!(sa.files(v1.id).await.unwrap().len(), 2);
+    assert_eq!(sa.storage_bytes().await.unwrap(), 100);
+    sa.delete_file(v1.id, "config/extra.json").await.unwrap();
+    assert!(matches!(sa.file(v1.id, "config/extra.json").await, Err(StoreError::NotFound(Entity::File))));
+
+    let upload = Upload { id: maas_core::UploadId::new(), version_id: v1.id, path: "big.bin".into(), total: Some(10), sha256: None };
+    assert_eq!(sa.upload(v1.id, "big.bin").await.unwrap(), None);
+    sa.start_upload(&upload).await.unwrap();
+    assert_eq!(sa.upload(v1.id, "big.bin").await.unwrap(), Some(upload.clone()));
+    sa.finish_upload(upload.id).await.unwrap();
+    assert_eq!(sa.upload(v1.id, "big.bin").await.unwrap(), None);
+
+    let signature = serde_json::json!({"inputs": [{"name": "x"}]});
+    let published = sa.publish_version(v1.id, signature.clone()).await.unwrap();
+    assert_eq!((published.state, published.signature.clone()), (VersionState::Published, Some(signature)));
+    assert!(published.published_at.is_some());
+    assert!(matches!(sa.publish_version(v1.id, serde_json::json!({})).await, Err(StoreError::VersionNotDraft)));
+    assert_eq!(sa.version(m.id, "1.0").await.unwrap().metadata["metrics"]["acc"], 0.9);
+    assert!(matches!(sa.version(m.id, "9.9").await, Err(StoreError::NotFound(Entity::Version))));
+}
+
+async fn social(store: Arc<dyn Store>) {
+    let (alice, a) = store.register_user(new_user("alice")).await.unwrap();
+    let (bob, _) = store.register_user(new_user("bob")).await.unwrap();
+    let sa = store.scoped(a.id);
+    let m = sa.create_model(new_model("net", Visibility::Public, "", &[])).await.unwrap();
+    assert_eq!(sa.set_star(m.id, bob.id, true).await.unwrap(), 1);
+    assert_eq!(sa.set_star(m.id, bob.id, true).await.unwrap(), 1, "starring twice counts once");
+    assert_eq!(sa.set_star(m.id, alice.id, true).await.unwrap(), 2);
+    assert!(sa.starred(m.id, bob.id).await.unwrap());
+    assert_eq!(sa.set_star(m.id, bob.id, false).await.unwrap(), 1);
+    assert_eq!(sa.set_star(m.id, bob.id, false).await.unwrap(), 1);
+
+    let c = sa.set_collaborator(m.id, &bob, CollaboratorAccess::Read).await.unwrap();
+    assert_eq!((c.username.as_str(), c.access), ("bob", CollaboratorAccess::Read));
+    sa.set_collaborator(m.id, &bob, CollaboratorAccess::Write).await.unwrap();
+    assert_eq!(sa.collaborator_access(m.id, bob.id).await.unwrap(), Some(CollaboratorAccess::Write));
+    assert_eq!(sa.collaborators(m.id).await.unwrap().len(), 1);
+    sa.remove_collaborator(m.id, bob.id).await.unwrap();
+    assert_eq!(sa.collaborator_access(m.id, bob.id).await.unwrap(), None);
+
+    assert_eq!(sa.quota().await.unwrap(), Quota::default());
+    let q = Quota { max_models: Some(3), max_storage_bytes: Some(1 << 30) };
+    assert_eq!(sa.set_quota(q).await.unwrap(), q);
+    assert_eq!(sa.quota().await.unwrap(), q);
 }
