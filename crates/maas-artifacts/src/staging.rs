@@ -86,7 +86,13 @@ impl Staging {
     /// Appends `body` to the upload at `offset`, which must be the committed length. Writes
     /// are flushed to disk (`fsync`) before returning, so a committed offset survives a
     /// crash. Fails without writing past `max_len` total bytes.
-    pub async fn append<S, E>(&self, upload_id: &str, offset: u64, body: S, max_len: u64) -> Result<Staged, ArtifactError>
+    pub async fn append<S, E>(
+        &self,
+        upload_id: &str,
+        offset: u64,
+        body: S,
+        max_len: u64,
+    ) -> Result<Staged, ArtifactError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send,
         E: std::fmt::Display,

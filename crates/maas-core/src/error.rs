@@ -96,6 +96,8 @@ error_codes! {
     VersionImmutable = ("version_immutable", 409),
     /// A resumed upload does not start where the committed bytes end.
     UploadOffsetMismatch = ("upload_offset_mismatch", 409),
+    /// Another request is uploading the same file right now.
+    UploadInProgress = ("upload_in_progress", 409),
     /// The uploaded bytes do not match the announced SHA-256.
     ChecksumMismatch = ("checksum_mismatch", 400),
     /// A file path is absolute, contains `..`, or uses characters or lengths not allowed.

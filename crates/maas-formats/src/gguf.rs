@@ -63,7 +63,7 @@ pub fn read_gguf<R: Read + Seek>(reader: R) -> Result<Signature, FormatError> {
         n @ 1..4 => {
             let mut head = vec![0; n as usize];
             src.read_exact(&mut head, format_args!("the magic"))?;
-            return Err(FormatError::NotGguf { magic: format!("{} (the file has {n} bytes)", hex(&head)) });
+            return Err(FormatError::NotGguf { magic: format!("{}, and the file ends there", hex(&head)) });
         }
         _ => {}
     }
@@ -212,10 +212,10 @@ enum Kv {
 /// Size in bytes of the fixed-size value types.
 fn fixed_size(ty: u32) -> Option<u64> {
     match ty {
-        0 | 1 | 7 => Some(1),  // u8, i8, bool
-        2 | 3 => Some(2),      // u16, i16
-        4..=6 => Some(4),      // u32, i32, f32
-        10..=12 => Some(8),    // u64, i64, f64
+        0 | 1 | 7 => Some(1), // u8, i8, bool
+        2 | 3 => Some(2),     // u16, i16
+        4..=6 => Some(4),     // u32, i32, f32
+        10..=12 => Some(8),   // u64, i64, f64
         _ => None,
     }
 }
@@ -268,7 +268,7 @@ fn read_value<R: Read + Seek>(
             let len = src.read_u64(format_args!("the length of '{key}'"))?;
             match (fixed_size(elem), elem) {
                 (Some(size), _) => {
-                    let total = len.checked_mul(size).unwrap_or(u64::MAX);
+                    let total = len.saturating_mul(size);
                     src.skip(total, format_args!("the {len} elements of '{key}'"))?;
                 }
                 (None, STRING) => {
@@ -311,7 +311,11 @@ fn skip_string<R: Read + Seek>(src: &mut Source<R>, what: fmt::Arguments<'_>) ->
 
 enum GgmlType {
     /// Elements per block and bytes per block.
-    Known { name: &'static str, block: u64, bytes: u64 },
+    Known {
+        name: &'static str,
+        block: u64,
+        bytes: u64,
+    },
     /// A number once used, now refused by llama.cpp.
     Removed(&'static str),
     Unknown,

@@ -1,6 +1,7 @@
 //! Validation and signature reading for model files: ONNX, safetensors and GGUF.
 //!
-//! Every reader is synchronous and takes any `Read + Seek` (call it from a blocking thread).
+//! Every reader is synchronous and takes any `Read + Seek` (call it from a blocking thread);
+//! it measures the file and rewinds it, so the model must start at the reader's first byte.
 //! Memory stays bounded whatever the file size: readers walk the file's structure, read only
 //! the small parts they need (each under a fixed cap) and seek over the rest, weights included.
 //! Every length found in a file is checked against the file's real length before it is used,

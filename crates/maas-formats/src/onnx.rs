@@ -278,7 +278,11 @@ fn read_graph<R: Read + Seek>(src: &mut Source<R>, len: u64) -> Result<Graph, Fo
         let info = ValueInfoProto::decode(bytes.as_slice())
             .map_err(|e| FormatError::NotOnnx(format!("{name} of the graph is not a ValueInfoProto: {e}")))?;
         let spec = tensor_spec(info, &mut graph.unknown_rank)?;
-        if field == 11 { graph.inputs.push(spec) } else { graph.outputs.push(spec) }
+        if field == 11 {
+            graph.inputs.push(spec)
+        } else {
+            graph.outputs.push(spec)
+        }
         Ok(())
     })?;
 

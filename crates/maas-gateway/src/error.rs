@@ -65,6 +65,12 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<maas_registry::RegistryError> for ApiError {
+    fn from(e: maas_registry::RegistryError) -> Self {
+        Self::from_coded(&e)
+    }
+}
+
 impl From<InvalidField> for ApiError {
     fn from(e: InvalidField) -> Self {
         Self::from_coded(&e)

@@ -137,3 +137,21 @@ impl FromRequestParts<AppState> for Caller {
         }
     }
 }
+
+/// The caller if credentials were sent, `None` for anonymous requests. Credentials that are
+/// sent but invalid are still an error (401), never silently anonymous.
+#[derive(Debug, Clone)]
+pub struct MaybeCaller(pub Option<Caller>);
+
+impl FromRequestParts<AppState> for MaybeCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let has_credentials = parts.headers.contains_key(header::AUTHORIZATION)
+            || CookieJar::from_headers(&parts.headers).get(SESSION_COOKIE).is_some();
+        if !has_credentials {
+            return Ok(MaybeCaller(None));
+        }
+        Caller::from_request_parts(parts, state).await.map(|c| MaybeCaller(Some(c)))
+    }
+}

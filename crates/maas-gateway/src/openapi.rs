@@ -7,7 +7,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "MaaS management API", description = "Model-as-a-Service: identity, tenants, API keys, audit."),
+    info(title = "MaaS management API", description = "Model-as-a-Service: identity, tenants, API keys, audit, model registry."),
     modifiers(&Security),
     tags(
         (name = "health", description = "Liveness and readiness"),
@@ -16,6 +16,9 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
         (name = "members", description = "Tenant membership and roles"),
         (name = "keys", description = "API keys"),
         (name = "audit", description = "Audit log"),
+        (name = "models", description = "Model registry: models, search, stars, collaborators"),
+        (name = "versions", description = "Model versions: drafts and publishing"),
+        (name = "files", description = "Version files: streamed, resumable uploads and ranged downloads"),
     )
 )]
 #[derive(Debug)]

@@ -25,5 +25,6 @@ impl Default for GatewayConfig {
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub identity: IdentityService,
+    pub registry: maas_registry::Registry,
     pub config: GatewayConfig,
 }

@@ -105,6 +105,8 @@ pub trait TenantModels: Send + Sync {
     async fn start_upload(&self, upload: &Upload) -> Result<()>;
     async fn finish_upload(&self, id: UploadId) -> Result<()>;
 
+    /// The size of content this tenant already stores under `sha256`, if any.
+    async fn blob_size(&self, sha256: &str) -> Result<Option<i64>>;
     /// Bytes of all files of all versions of the tenant's models.
     async fn storage_bytes(&self) -> Result<i64>;
     async fn quota(&self) -> Result<Quota>;

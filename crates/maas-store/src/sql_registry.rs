@@ -603,6 +603,14 @@ macro_rules! sql_registry {
                 Ok(())
             }
 
+            async fn blob_size(&self, sha256: &str) -> Result<Option<i64>> {
+                Ok(sqlx::query_scalar("SELECT size FROM model_files WHERE tenant_id = $1 AND sha256 = $2 LIMIT 1")
+                    .bind(self.tenant.to_string())
+                    .bind(sha256)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
             async fn storage_bytes(&self) -> Result<i64> {
                 let n: Option<i64> = sqlx::query_scalar("SELECT CAST(SUM(size) AS BIGINT) FROM model_files WHERE tenant_id = $1")
                     .bind(self.tenant.to_string())

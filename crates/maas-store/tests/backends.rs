@@ -5,8 +5,10 @@ use std::sync::Arc;
 
 use maas_core::identity::{Role, TenantKind};
 use maas_core::keys::Scope;
+use maas_core::registry::{
+    CollaboratorAccess, ModelFormat, ModelQuery, ModelSort, Quota, VersionState, Viewer, Visibility,
+};
 use maas_core::{ApiKeyId, UserId};
-use maas_core::registry::{CollaboratorAccess, ModelFormat, ModelQuery, ModelSort, Quota, VersionState, Viewer, Visibility};
 use maas_store::{
     Conflict, Entity, ModelPatch, NewApiKey, NewAuditEvent, NewModel, NewUser, SqliteStore, Store, StoreError, Upload,
 };
@@ -242,8 +244,14 @@ async fn models(store: Arc<dyn Store>) {
     let (_, a) = store.register_user(new_user("alice")).await.unwrap();
     let (_, b) = store.register_user(new_user("bob")).await.unwrap();
     let (sa, sb) = (store.scoped(a.id), store.scoped(b.id));
-    let m = sa.create_model(new_model("minilm", Visibility::Private, "Sentence embeddings", &["nlp", "onnx"])).await.unwrap();
-    assert_eq!((m.owner.as_str(), m.name.as_str(), m.tags.clone()), ("alice", "minilm", vec!["nlp".to_string(), "onnx".into()]));
+    let m = sa
+        .create_model(new_model("minilm", Visibility::Private, "Sentence embeddings", &["nlp", "onnx"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        (m.owner.as_str(), m.name.as_str(), m.tags.clone()),
+        ("alice", "minilm", vec!["nlp".to_string(), "onnx".into()])
+    );
     assert_eq!(sa.readme(m.id).await.unwrap(), "# Hello");
     assert!(matches!(
         sa.create_model(new_model("minilm", Visibility::Public, "", &[])).await,
@@ -252,7 +260,12 @@ async fn models(store: Arc<dyn Store>) {
     sb.create_model(new_model("minilm", Visibility::Public, "", &[])).await.unwrap();
     assert_eq!(sa.count_models().await.unwrap(), 1);
 
-    let patch = ModelPatch { visibility: Some(Visibility::Public), tags: Some(vec!["nlp".into()]), readme: Some("new".into()), ..ModelPatch::default() };
+    let patch = ModelPatch {
+        visibility: Some(Visibility::Public),
+        tags: Some(vec!["nlp".into()]),
+        readme: Some("new".into()),
+        ..ModelPatch::default()
+    };
     let updated = sa.update_model(m.id, patch).await.unwrap();
     assert_eq!((updated.visibility, updated.tags.clone()), (Visibility::Public, vec!["nlp".to_string()]));
     assert_eq!(updated.description, "Sentence embeddings", "untouched fields stay");
@@ -266,7 +279,10 @@ async fn models(store: Arc<dyn Store>) {
     let (carol, _) = store.register_user(new_user("carol")).await.unwrap();
     let foreign = sb.create_version(m.id, "v1", ModelFormat::Onnx, serde_json::json!({})).await;
     assert!(matches!(foreign, Err(StoreError::NotFound(Entity::Model))), "{foreign:?}");
-    assert!(matches!(sb.set_collaborator(m.id, &carol, CollaboratorAccess::Write).await, Err(StoreError::NotFound(Entity::Model))));
+    assert!(matches!(
+        sb.set_collaborator(m.id, &carol, CollaboratorAccess::Write).await,
+        Err(StoreError::NotFound(Entity::Model))
+    ));
     assert!(matches!(sb.set_star(m.id, carol.id, true).await, Err(StoreError::NotFound(Entity::Model))));
     assert_eq!(sa.model("minilm").await.unwrap().stars, 0);
     let v = sa.create_version(m.id, "v1", ModelFormat::Onnx, serde_json::json!({})).await.unwrap();
@@ -283,14 +299,21 @@ async fn search(store: Arc<dyn Store>) {
     let (bob, b) = store.register_user(new_user("bob")).await.unwrap();
     let (carol, _) = store.register_user(new_user("carol")).await.unwrap();
     let (sa, sb) = (store.scoped(a.id), store.scoped(b.id));
-    let public = sa.create_model(new_model("resnet-50", Visibility::Public, "Image classification network", &["vision"])).await.unwrap();
-    let secret = sa.create_model(new_model("secret-llm", Visibility::Private, "A private language model", &["nlp"])).await.unwrap();
+    let public = sa
+        .create_model(new_model("resnet-50", Visibility::Public, "Image classification network", &["vision"]))
+        .await
+        .unwrap();
+    let secret = sa
+        .create_model(new_model("secret-llm", Visibility::Private, "A private language model", &["nlp"]))
+        .await
+        .unwrap();
     let bobs = sb.create_model(new_model("bert-base", Visibility::Public, "Language encoder", &["nlp"])).await.unwrap();
     sb.add_downloads(bobs.id, 10).await.unwrap();
     sa.set_collaborator(secret.id, &carol, CollaboratorAccess::Read).await.unwrap();
 
     let names = |page: maas_store::ModelPage| page.items.into_iter().map(|m| m.name).collect::<Vec<_>>();
-    let query = |q: Option<&str>| ModelQuery { q: q.map(str::to_owned), page: 1, per_page: 20, ..ModelQuery::default() };
+    let query =
+        |q: Option<&str>| ModelQuery { q: q.map(str::to_owned), page: 1, per_page: 20, ..ModelQuery::default() };
     let anon = Viewer::default();
     let mut seen = names(store.search_models(&anon, &query(None)).await.unwrap());
     seen.sort();
@@ -308,7 +331,11 @@ async fn search(store: Arc<dyn Store>) {
     assert_eq!(names(store.search_models(&anon, &query(Some("image"))).await.unwrap()), ["resnet-50"]);
     assert_eq!(names(store.search_models(&anon, &query(Some("resnet"))).await.unwrap()), ["resnet-50"]);
     assert_eq!(names(store.search_models(&anon, &query(Some("language encoder"))).await.unwrap()), ["bert-base"]);
-    assert_eq!(store.search_models(&anon, &query(Some("private"))).await.unwrap().total, 0, "text search respects visibility");
+    assert_eq!(
+        store.search_models(&anon, &query(Some("private"))).await.unwrap().total,
+        0,
+        "text search respects visibility"
+    );
     assert_eq!(names(store.search_models(&as_user(&alice), &query(Some("private"))).await.unwrap()), ["secret-llm"]);
     assert_eq!(store.search_models(&anon, &query(Some("\"* OR (NEAR"))).await.unwrap().total, 0, "syntax is inert");
 
@@ -317,8 +344,14 @@ async fn search(store: Arc<dyn Store>) {
         f(&mut q);
         q
     };
-    assert_eq!(names(store.search_models(&as_user(&alice), &filtered(|q| q.tag = Some("nlp".into()))).await.unwrap()).len(), 2);
-    assert_eq!(names(store.search_models(&anon, &filtered(|q| q.owner = Some("bob".into()))).await.unwrap()), ["bert-base"]);
+    assert_eq!(
+        names(store.search_models(&as_user(&alice), &filtered(|q| q.tag = Some("nlp".into()))).await.unwrap()).len(),
+        2
+    );
+    assert_eq!(
+        names(store.search_models(&anon, &filtered(|q| q.owner = Some("bob".into()))).await.unwrap()),
+        ["bert-base"]
+    );
     assert_eq!(store.search_models(&anon, &filtered(|q| q.task = Some("tensor".into()))).await.unwrap().total, 0);
     let by_downloads = store.search_models(&anon, &filtered(|q| q.sort = Some(ModelSort::Downloads))).await.unwrap();
     assert_eq!(names(by_downloads), ["bert-base", "resnet-50"]);
@@ -331,7 +364,10 @@ async fn search(store: Arc<dyn Store>) {
     let p1 = store.search_models(&anon, &page(1)).await.unwrap();
     let p2 = store.search_models(&anon, &page(2)).await.unwrap();
     let p3 = store.search_models(&anon, &page(3)).await.unwrap();
-    assert_eq!((p1.total, names(p1), names(p2), p3.items.len()), (2, vec!["bert-base".to_string()], vec!["resnet-50".to_string()], 0));
+    assert_eq!(
+        (p1.total, names(p1), names(p2), p3.items.len()),
+        (2, vec!["bert-base".to_string()], vec!["resnet-50".to_string()], 0)
+    );
     let _ = public;
 }
 
@@ -339,7 +375,8 @@ async fn versions(store: Arc<dyn Store>) {
     let (_, a) = store.register_user(new_user("alice")).await.unwrap();
     let sa = store.scoped(a.id);
     let m = sa.create_model(new_model("net", Visibility::Private, "", &[])).await.unwrap();
-    let v1 = sa.create_version(m.id, "1.0", ModelFormat::Onnx, serde_json::json!({"metrics": {"acc": 0.9}})).await.unwrap();
+    let v1 =
+        sa.create_version(m.id, "1.0", ModelFormat::Onnx, serde_json::json!({"metrics": {"acc": 0.9}})).await.unwrap();
     assert_eq!((v1.state, v1.format), (VersionState::Draft, ModelFormat::Onnx));
     assert!(matches!(
         sa.create_version(m.id, "1.0", ModelFormat::Onnx, serde_json::json!({})).await,
@@ -360,7 +397,13 @@ async fn versions(store: Arc<dyn Store>) {
     sa.delete_file(v1.id, "config/extra.json").await.unwrap();
     assert!(matches!(sa.file(v1.id, "config/extra.json").await, Err(StoreError::NotFound(Entity::File))));
 
-    let upload = Upload { id: maas_core::UploadId::new(), version_id: v1.id, path: "big.bin".into(), total: Some(10), sha256: None };
+    let upload = Upload {
+        id: maas_core::UploadId::new(),
+        version_id: v1.id,
+        path: "big.bin".into(),
+        total: Some(10),
+        sha256: None,
+    };
     assert_eq!(sa.upload(v1.id, "big.bin").await.unwrap(), None);
     sa.start_upload(&upload).await.unwrap();
     assert_eq!(sa.upload(v1.id, "big.bin").await.unwrap(), Some(upload.clone()));

@@ -10,6 +10,7 @@ use figment::providers::{Env, Format as _, Serialized, Toml};
 use maas_auth::AuthConfig;
 use maas_core::Secret;
 use maas_gateway::GatewayConfig;
+use maas_registry::RegistryConfig;
 use serde::{Deserialize, Serialize};
 
 /// How logs are written.
@@ -39,6 +40,52 @@ pub struct Config {
     pub log_level: String,
     pub auth: AuthConfig,
     pub http: GatewayConfig,
+    pub artifacts: ArtifactsConfig,
+    pub registry: RegistryConfig,
+}
+
+/// Where model files are stored.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArtifactsConfig {
+    /// `local` (files under `data_dir/artifacts`) or `s3`.
+    pub backend: ArtifactsBackend,
+    pub s3: S3Settings,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArtifactsBackend {
+    #[default]
+    Local,
+    S3,
+}
+
+/// An S3-compatible bucket (AWS S3, MinIO, SeaweedFS…).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Settings {
+    pub bucket: String,
+    /// e.g. `http://127.0.0.1:9000`; unset for AWS.
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub access_key_id: Secret<String>,
+    pub secret_access_key: Secret<String>,
+    /// Key prefix inside the bucket.
+    pub prefix: String,
+}
+
+impl Default for S3Settings {
+    fn default() -> Self {
+        Self {
+            bucket: String::new(),
+            endpoint: None,
+            region: "us-east-1".into(),
+            access_key_id: Secret::default(),
+            secret_access_key: Secret::default(),
+            prefix: String::new(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -53,6 +100,8 @@ impl Default for Config {
             log_level: "info".into(),
             auth: AuthConfig::default(),
             http: GatewayConfig::default(),
+            artifacts: ArtifactsConfig::default(),
+            registry: RegistryConfig::default(),
         }
     }
 }
@@ -110,6 +159,9 @@ impl Config {
         }
         if self.auth.refresh_window_secs >= self.auth.session_ttl_secs {
             bail!("auth.refresh_window_secs must be shorter than auth.session_ttl_secs");
+        }
+        if self.artifacts.backend == ArtifactsBackend::S3 && self.artifacts.s3.bucket.is_empty() {
+            bail!("artifacts.s3.bucket must be set when artifacts.backend is s3");
         }
         if self.http.max_body_bytes < 1024 {
             bail!("http.max_body_bytes must be at least 1024");

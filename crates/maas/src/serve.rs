@@ -6,7 +6,10 @@ use anyhow::Context as _;
 use maas_auth::{Counter, IdentityService, MemoryCounter, MemorySessions, RedisCounter, RedisSessions, SessionStore};
 use maas_gateway::AppState;
 
-use crate::config::Config;
+use maas_artifacts::{ArtifactStore, LocalArtifacts, S3Artifacts, S3Config, Staging};
+use maas_registry::Registry;
+
+use crate::config::{ArtifactsBackend, Config};
 
 /// Runs the server until SIGINT/SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -33,8 +36,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
 
-    let identity = IdentityService::new(store, sessions, counter, config.auth.clone());
-    let state = AppState { identity, config: config.http.clone() };
+    let artifacts: Arc<dyn ArtifactStore> = match config.artifacts.backend {
+        ArtifactsBackend::Local => Arc::new(LocalArtifacts::new(config.data_dir.join("artifacts"))?),
+        ArtifactsBackend::S3 => {
+            let s3 = &config.artifacts.s3;
+            Arc::new(S3Artifacts::new(&S3Config {
+                bucket: s3.bucket.clone(),
+                endpoint: s3.endpoint.clone(),
+                region: s3.region.clone(),
+                access_key_id: s3.access_key_id.clone(),
+                secret_access_key: s3.secret_access_key.clone(),
+                prefix: s3.prefix.clone(),
+            })?)
+        }
+    };
+    tracing::info!(backend = artifacts.backend(), "artifact store ready");
+    let staging = Staging::new(config.data_dir.join("staging"))?;
+
+    let identity = IdentityService::new(store.clone(), sessions, counter, config.auth.clone());
+    let registry = Registry::new(store, artifacts, staging, config.registry.clone());
+    let state = AppState { identity, registry, config: config.http.clone() };
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -22,20 +22,34 @@ impl IdentityService {
         target: &str,
         details: serde_json::Value,
     ) -> Result<AuditEvent, AuthError> {
-        let user = caller.user();
-        Ok(store
-            .record_audit(NewAuditEvent {
-                actor_user_id: Some(user.id),
-                actor: user.username.clone(),
-                actor_key_id: caller.api_key().map(|k| k.id),
-                action: action.to_owned(),
-                target: target.to_owned(),
-                client_ip: caller.client_ip.clone(),
-                details,
-            })
-            .await?)
+        record(caller, store, action, target, details).await
     }
+}
 
+/// Records a management action by `caller` in the tenant behind `store`. Every service
+/// (identity, registry, …) records its actions through this one function.
+pub async fn record(
+    caller: &Caller,
+    store: &dyn TenantStore,
+    action: &str,
+    target: &str,
+    details: serde_json::Value,
+) -> Result<AuditEvent, AuthError> {
+    let user = caller.user();
+    Ok(store
+        .record_audit(NewAuditEvent {
+            actor_user_id: Some(user.id),
+            actor: user.username.clone(),
+            actor_key_id: caller.api_key().map(|k| k.id),
+            action: action.to_owned(),
+            target: target.to_owned(),
+            client_ip: caller.client_ip.clone(),
+            details,
+        })
+        .await?)
+}
+
+impl IdentityService {
     /// A page of the tenant's audit log, newest first (owners and admins only).
     pub async fn audit_log(
         &self,

@@ -19,7 +19,7 @@ use crate::principal::{Caller, TenantAccess};
 use crate::session::SessionStore;
 use crate::throttle::ThrottleConfig;
 
-pub use audit::MAX_AUDIT_PAGE;
+pub use audit::{MAX_AUDIT_PAGE, record};
 pub use keys::CreatedKey;
 
 /// Session and login settings.

@@ -4,8 +4,8 @@
 use std::io::{self, Read, Seek, SeekFrom};
 
 use maas_formats::onnx::proto::{
-    Dimension, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, OtherTypeProto, SparseTensorProto,
-    TensorProto, TensorShapeProto, TensorTypeProto, TypeProto, ValueInfoProto, dimension, type_proto,
+    Dimension, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, OtherTypeProto, SparseTensorProto, TensorProto,
+    TensorShapeProto, TensorTypeProto, TypeProto, ValueInfoProto, dimension, type_proto,
 };
 use prost::Message;
 use serde_json::json;
@@ -108,7 +108,7 @@ pub fn onnx_bytes() -> Vec<u8> {
 /// then `data_len` zero bytes.
 pub fn safetensors_bytes(header: &serde_json::Value, data_len: usize) -> Vec<u8> {
     let mut json = serde_json::to_vec(header).unwrap();
-    while json.len() % 8 != 0 {
+    while !json.len().is_multiple_of(8) {
         json.push(b' ');
     }
     let mut out = (json.len() as u64).to_le_bytes().to_vec();

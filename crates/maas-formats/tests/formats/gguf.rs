@@ -88,9 +88,13 @@ fn header_problems_are_explained() {
 #[test]
 fn metadata_problems_are_explained() {
     let unknown = with("x.y", GgufValue::Raw(13, vec![0; 8]));
-    assert_eq!(read(&unknown).unwrap_err().to_string(), "malformed GGUF file: metadata 'x.y' has unknown value type 13");
+    assert_eq!(
+        read(&unknown).unwrap_err().to_string(),
+        "malformed GGUF file: metadata 'x.y' has unknown value type 13"
+    );
 
-    let long_array = with("x.y", GgufValue::Raw(9, [4u32.to_le_bytes().to_vec(), u64::MAX.to_le_bytes().to_vec()].concat()));
+    let long_array =
+        with("x.y", GgufValue::Raw(9, [4u32.to_le_bytes().to_vec(), u64::MAX.to_le_bytes().to_vec()].concat()));
     assert!(read(&long_array).unwrap_err().to_string().contains("the 18446744073709551615 elements of 'x.y'"));
 
     let bad_utf8 = with("general.name", GgufValue::Raw(8, [2u64.to_le_bytes().to_vec(), vec![0xff, 0xfe]].concat()));
@@ -102,7 +106,10 @@ fn metadata_problems_are_explained() {
     let mut alignment = gguf_fixture();
     alignment.kvs.retain(|(k, _)| k != "general.alignment");
     alignment.kvs.push(("general.alignment".into(), GgufValue::U32(24)));
-    assert_eq!(read(&alignment).unwrap_err().to_string(), "malformed GGUF file: general.alignment is 24, not a power of two");
+    assert_eq!(
+        read(&alignment).unwrap_err().to_string(),
+        "malformed GGUF file: general.alignment is 24, not a power of two"
+    );
 }
 
 /// A 20 MiB chat template is refused without being read; skipped strings have no cap.
@@ -117,7 +124,10 @@ fn kept_strings_are_capped() {
     };
     let mut file = VirtualFile::new(gguf.to_bytes(), big, Vec::new());
     let err = read_gguf(&mut file).unwrap_err();
-    assert_eq!(err.to_string(), "the value of 'tokenizer.chat_template' is 20971520 bytes, over the limit of 16777216 bytes");
+    assert_eq!(
+        err.to_string(),
+        "the value of 'tokenizer.chat_template' is 20971520 bytes, over the limit of 16777216 bytes"
+    );
     assert!(file.bytes_read < 1 << 20);
 
     let gguf = Gguf {
@@ -142,7 +152,9 @@ fn tensor_problems_are_explained() {
 
     let mut gguf = gguf_fixture();
     gguf.tensors[1].dims = vec![31, 16];
-    assert!(read(&gguf).unwrap_err().to_string().contains("rows of 31 elements, not a multiple of the Q4_0 block size 32"));
+    assert!(
+        read(&gguf).unwrap_err().to_string().contains("rows of 31 elements, not a multiple of the Q4_0 block size 32")
+    );
 
     let mut gguf = gguf_fixture();
     gguf.tensors[0].dims = vec![1, 2, 3, 4, 5];
@@ -150,14 +162,13 @@ fn tensor_problems_are_explained() {
 
     let mut gguf = gguf_fixture();
     gguf.tensors[3].ty = 31;
-    assert!(read(&gguf).unwrap_err().to_string().contains("ggml type 31 (Q4_0_4_4), which GGUF files no longer support"));
+    assert!(
+        read(&gguf).unwrap_err().to_string().contains("ggml type 31 (Q4_0_4_4), which GGUF files no longer support")
+    );
 
     let mut gguf = gguf_fixture();
     gguf.tensors[0].name = "x".repeat(65);
-    assert_eq!(
-        read(&gguf).unwrap_err().to_string(),
-        "the name of tensor #0 is 65 bytes, over the limit of 64 bytes"
-    );
+    assert_eq!(read(&gguf).unwrap_err().to_string(), "the name of tensor #0 is 65 bytes, over the limit of 64 bytes");
 
     // A type newer than this reader is accepted; only its start is checked.
     let mut gguf = gguf_fixture();

@@ -59,7 +59,10 @@ fn offsets_and_sizes_are_checked() {
     assert_eq!(error(gap, 8), "invalid safetensors file: the data section has a gap at [0,4) before tensor 'a'");
 
     let trailing = json!({"a": {"dtype": "U8", "shape": [4], "data_offsets": [0, 4]}});
-    assert_eq!(error(trailing, 8), "invalid safetensors file: the data section is 8 bytes but the tensors end at byte 4");
+    assert_eq!(
+        error(trailing, 8),
+        "invalid safetensors file: the data section is 8 bytes but the tensors end at byte 4"
+    );
 
     let backwards = json!({"a": {"dtype": "U8", "shape": [0], "data_offsets": [4, 0]}});
     assert!(error(backwards, 8).contains("the start is after the end"));
@@ -87,7 +90,7 @@ fn unknown_dtypes_pass_through_unchecked() {
 #[test]
 fn header_problems_are_explained() {
     let mut bad_json = safetensors_fixture();
-    bad_json[20] = b'#';
+    bad_json[9] = b'#'; // the first key's opening quote
     assert!(read(bad_json).unwrap_err().to_string().starts_with("safetensors header is not valid JSON: "));
 
     let mut not_object = 8u64.to_le_bytes().to_vec();
@@ -135,7 +138,7 @@ fn signature_counts_tensors_parameters_and_dtypes() {
         sig.metadata,
         json!({
             "tensors": 7,
-            "parameters": 40 + 4 + 6 + 0 + 2 + 2 + 12,
+            "parameters": 40 + 4 + 6 + 2 + 2 + 12, // "empty" has none
             "dtypes": {"FP32": 2, "BF16": 1, "BOOL": 1, "FP16": 1, "F8_E4M3": 1, "INT64": 1},
             "config": {"architectures": ["BertModel"], "model_type": "bert", "hidden_size": 4},
             "architecture": "BertModel",

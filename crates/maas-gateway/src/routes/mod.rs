@@ -4,11 +4,15 @@
 pub mod audit;
 pub mod auth;
 pub mod docs;
+pub mod files;
 pub mod health;
 pub mod keys;
 pub mod me;
 pub mod members;
+pub mod models;
+pub mod quota;
 pub mod tenants;
+pub mod versions;
 
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -40,4 +44,8 @@ pub fn all() -> OpenApiRouter<AppState> {
         .merge(members::router())
         .merge(keys::router())
         .merge(audit::router())
+        .merge(quota::router())
+        .merge(models::router())
+        .merge(versions::router())
+        .merge(files::router())
 }
