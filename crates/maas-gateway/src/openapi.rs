@@ -18,6 +18,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
         (name = "audit", description = "Audit log"),
         (name = "models", description = "Model registry: models, search, stars, collaborators"),
         (name = "versions", description = "Model versions: drafts and publishing"),
+        (name = "hub", description = "Hugging Face Hub download API (for huggingface_hub, transformers)"),
         (name = "files", description = "Version files: streamed, resumable uploads and ranged downloads"),
     )
 )]

@@ -121,3 +121,25 @@ impl Registry {
         Ok(())
     }
 }
+
+/// The 40-hex "commit" the Hugging Face Hub API names a version by: the version id's 32 hex
+/// digits, zero-padded. Versions are immutable once published, so this never moves.
+pub fn commit_of(version: &ModelVersion) -> String {
+    format!("{}00000000", version.id.0.simple())
+}
+
+impl Registry {
+    /// A Hub-style revision: `main`, a version name, or a commit from [`commit_of`].
+    pub async fn revision(&self, access: &ModelAccess, revision: &str) -> Result<(ModelVersion, Vec<ModelFile>), RegistryError> {
+        let is_commit = revision.len() == 40 && revision.bytes().all(|b| b.is_ascii_hexdigit());
+        if !is_commit {
+            return self.version(access, revision).await;
+        }
+        let all = access.store().versions(access.model.id).await?;
+        let found = all
+            .into_iter()
+            .find(|v| commit_of(v) == revision.to_ascii_lowercase())
+            .ok_or_else(|| RegistryError::VersionNotFound(revision.to_owned()))?;
+        self.version(access, &found.version).await
+    }
+}

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod docs;
 pub mod files;
 pub mod health;
+pub mod hub;
 pub mod keys;
 pub mod me;
 pub mod members;
@@ -48,4 +49,5 @@ pub fn all() -> OpenApiRouter<AppState> {
         .merge(models::router())
         .merge(versions::router())
         .merge(files::router())
+        .merge(hub::router())
 }
