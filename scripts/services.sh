@@ -26,6 +26,8 @@ apt_install() {
 MAAS_SCRIPTS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=scripts/pyenv.sh
 source "$MAAS_SCRIPTS_DIR/pyenv.sh"
+# shellcheck source=scripts/models.sh
+source "$MAAS_SCRIPTS_DIR/models.sh"
 
 wait_for() { # wait_for SECONDS CMD...
   local deadline=$((SECONDS + $1)); shift
@@ -209,6 +211,8 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   ensure_redis
   ensure_python_venv
   ensure_seaweedfs
+  ensure_model_fixtures
+  echo "MAAS_TEST_MODELS_DIR=$MAAS_TEST_MODELS_DIR"
   echo "MAAS_TEST_POSTGRES_URL=$MAAS_TEST_POSTGRES_URL"
   echo "MAAS_TEST_REDIS_URL=$MAAS_TEST_REDIS_URL"
   echo "MAAS_TEST_PYTHON=$MAAS_TEST_PYTHON"

@@ -21,6 +21,7 @@ ensure_postgres
 ensure_redis
 ensure_python_venv
 ensure_seaweedfs
+ensure_model_fixtures
 
 step() { printf '\n=== %s\n' "$*"; }
 start=$SECONDS

@@ -72,7 +72,7 @@ pub fn session_from(response: &Response) -> Option<String> {
 /// session. A stored session is refreshed first (the pre-login call), and a rotated id saved.
 pub async fn authenticated(server: Option<&str>) -> Result<Client, CliError> {
     let mut creds = Credentials::load()?;
-    let base = server.map(str::to_owned).or_else(|| creds.server.clone()).unwrap_or_else(default_server);
+    let base = base_url(server, &creds);
     if let Ok(key) = std::env::var("MAAS_API_KEY") {
         return Client::new(&base, Auth::ApiKey(key));
     }
@@ -95,6 +95,51 @@ pub async fn authenticated(server: Option<&str>) -> Result<Client, CliError> {
     }
 }
 
+/// Builds the client for a command that also works anonymously (public models): the stored
+/// credentials when there are usable ones, else no credentials at all.
+pub async fn optional(server: Option<&str>) -> Result<Client, CliError> {
+    match authenticated(server).await {
+        Err(CliError::NotLoggedIn) => Client::new(&base_url(server, &Credentials::load()?), Auth::None),
+        other => other,
+    }
+}
+
+/// The server to talk to: `--server`/`MAAS_SERVER`, else the one logged in to, else the default.
+fn base_url(server: Option<&str>, creds: &Credentials) -> String {
+    server.map(str::to_owned).or_else(|| creds.server.clone()).unwrap_or_else(default_server)
+}
+
 pub fn default_server() -> String {
     "http://127.0.0.1:8080".to_owned()
+}
+
+/// Percent-encodes one URL path segment (everything but RFC 3986 unreserved characters).
+pub fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Percent-encodes a `/`-separated file path segment by segment, keeping the slashes.
+pub fn file_path(path: &str) -> String {
+    path.split('/').map(segment).collect::<Vec<_>>().join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_encoded_per_segment() {
+        assert_eq!(segment("1.0.0+build"), "1.0.0%2Bbuild");
+        assert_eq!(file_path("1_Pooling/config.json"), "1_Pooling/config.json");
+        assert_eq!(file_path("a b/c#d%e@f.txt"), "a%20b/c%23d%25e%40f.txt");
+        assert_eq!(file_path("é"), "%C3%A9");
+    }
 }

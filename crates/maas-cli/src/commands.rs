@@ -7,8 +7,11 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::client::{self, Auth, Client};
+use crate::models::ModelsCommand;
 use crate::output::{self, Output, field};
-use crate::{CliError, Credentials};
+use crate::pull::PullArgs;
+use crate::push::PushArgs;
+use crate::{CliError, Credentials, models, pull, push};
 
 /// Options every client command takes.
 #[derive(Debug, Clone, Args)]
@@ -45,6 +48,13 @@ pub enum Command {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+    /// Models in the registry: create, list, show, delete.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+    /// Upload a directory (or one file) into a model version; resumes interrupted uploads.
+    Push(PushArgs),
+    /// Download a model version's files into a directory; resumes partial downloads.
+    Pull(PullArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -148,17 +158,22 @@ pub async fn run(global: &GlobalArgs, command: Command) -> Result<(), CliError> 
             });
             Ok(())
         }
+        Command::Models(cmd) => models::run(server, out, cmd).await,
+        Command::Push(args) => push::run(server, out, args).await,
+        Command::Pull(args) => pull::run(server, out, args).await,
     }
 }
 
-fn show(out: Output, value: &Value, text: impl FnOnce()) {
+/// Prints `value` as JSON, or runs `text` to print it for people.
+pub(crate) fn show(out: Output, value: &Value, text: impl FnOnce()) {
     match out {
         Output::Json => output::json(value),
         Output::Text => text(),
     }
 }
 
-fn items(value: &Value) -> &[Value] {
+/// The `items` array of a list answer.
+pub(crate) fn items(value: &Value) -> &[Value] {
     value["items"].as_array().map(Vec::as_slice).unwrap_or_default()
 }
 

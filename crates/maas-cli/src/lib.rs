@@ -5,7 +5,12 @@ mod client;
 mod commands;
 mod credentials;
 mod error;
+mod files;
+mod models;
 mod output;
+mod progress;
+mod pull;
+mod push;
 
 pub use commands::{Command, GlobalArgs, run};
 pub use credentials::Credentials;

@@ -130,7 +130,11 @@ pub fn commit_of(version: &ModelVersion) -> String {
 
 impl Registry {
     /// A Hub-style revision: `main`, a version name, or a commit from [`commit_of`].
-    pub async fn revision(&self, access: &ModelAccess, revision: &str) -> Result<(ModelVersion, Vec<ModelFile>), RegistryError> {
+    pub async fn revision(
+        &self,
+        access: &ModelAccess,
+        revision: &str,
+    ) -> Result<(ModelVersion, Vec<ModelFile>), RegistryError> {
         let is_commit = revision.len() == 40 && revision.bytes().all(|b| b.is_ascii_hexdigit());
         if !is_commit {
             return self.version(access, revision).await;

@@ -212,3 +212,23 @@ pub async fn login_set_cookie(server: &Server, username: &str) -> anyhow::Result
 pub fn cookie_pair(set_cookie: &str) -> String {
     set_cookie.split(';').next().unwrap_or_default().trim().to_owned()
 }
+
+/// Sends a request; returns the status and the JSON body (`null` when empty or not JSON).
+pub async fn call(req: reqwest::RequestBuilder) -> (reqwest::StatusCode, serde_json::Value) {
+    let response = req.send().await.expect("request sent");
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+}
+
+/// The `error.code` of an error body.
+pub fn code(body: &serde_json::Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("<no error code>")
+}
+
+/// The directory of real model files (`scripts/services.sh` fetches them from PyPI).
+pub fn models_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(
+        std::env::var("MAAS_TEST_MODELS_DIR").expect("MAAS_TEST_MODELS_DIR is not set: use scripts/test.sh"),
+    )
+}

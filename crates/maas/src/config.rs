@@ -106,11 +106,6 @@ impl Default for Config {
     }
 }
 
-/// Top-level keys that `MAAS_*` variables may set. Other `MAAS_*` variables (the CLI's
-/// `MAAS_SERVER`, `MAAS_PASSWORD`, …) are not server configuration.
-const ENV_KEYS: &[&str] =
-    &["data_dir", "listen", "database_url", "redis_url", "redis_prefix", "log_format", "log_level", "auth", "http"];
-
 /// Values given as command-line flags (highest precedence).
 #[derive(Debug, Default, Serialize)]
 pub struct Overrides {
@@ -132,9 +127,15 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
-        let env = Env::prefixed("MAAS_").split("__").filter(|key| {
+        // Only `MAAS_*` variables naming a configuration key are configuration: the CLI's own
+        // (`MAAS_SERVER`, `MAAS_PASSWORD`, …) are not. The keys come from `Config` itself.
+        let keys: Vec<String> = match serde_json::to_value(Config::default()) {
+            Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
+        let env = Env::prefixed("MAAS_").split("__").filter(move |key| {
             let top = key.as_str().split('.').next().unwrap_or_default().to_ascii_lowercase();
-            ENV_KEYS.contains(&top.as_str())
+            keys.contains(&top)
         });
         let config: Config =
             figment.merge(env).merge(Serialized::defaults(overrides)).extract().context("invalid configuration")?;

@@ -14,18 +14,6 @@ fn start(options: ServerOptions) -> Server {
     Server::start(Path::new(env!("CARGO_BIN_EXE_maas")), options).expect("server starts")
 }
 
-/// Sends a request; returns the status and the JSON body (`null` when empty).
-async fn call(req: RequestBuilder) -> (StatusCode, Value) {
-    let response = req.send().await.expect("request sent");
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
-fn code(body: &Value) -> &str {
-    body["error"]["code"].as_str().unwrap_or("<no error code>")
-}
-
 /// Creates a key in `tenant` through `as_user` and returns `(id, secret)`.
 async fn key(server: &Server, as_user: &reqwest::Client, tenant: &str, scopes: &[&str]) -> (String, String) {
     let (status, body) = call(

@@ -6,8 +6,9 @@
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use maas_core::ErrorCode;
 use maas_core::registry::{Model, ModelFile, ModelVersion, Visibility};
 use maas_registry::ModelRight;
 use maas_registry::versions::commit_of;
@@ -16,10 +17,44 @@ use serde_json::{Value, json};
 use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::error::{ApiResult, ErrorBody};
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{MaybeCaller, Path};
 use crate::routes::files::file_response;
 use crate::state::AppState;
+
+/// An error in the Hub's dialect: our JSON body plus the `X-Error-Code` header that
+/// `huggingface_hub` turns into `RepositoryNotFoundError`, `RevisionNotFoundError` or
+/// `EntryNotFoundError`.
+#[derive(Debug)]
+struct HubError(ApiError);
+
+impl<E: Into<ApiError>> From<E> for HubError {
+    fn from(e: E) -> Self {
+        HubError(e.into())
+    }
+}
+
+impl IntoResponse for HubError {
+    fn into_response(self) -> Response {
+        let hub_code = match self.0.code {
+            ErrorCode::ModelNotFound => Some("RepoNotFound"),
+            ErrorCode::VersionNotFound => Some("RevisionNotFound"),
+            ErrorCode::FileNotFound => Some("EntryNotFound"),
+            _ => None,
+        };
+        let message = HeaderValue::from_str(&self.0.message).ok();
+        let mut response = self.0.into_response();
+        if let Some(code) = hub_code {
+            response.headers_mut().insert("x-error-code", HeaderValue::from_static(code));
+        }
+        if let Some(message) = message {
+            response.headers_mut().insert("x-error-message", message);
+        }
+        response
+    }
+}
+
+type HubResult<T> = Result<T, HubError>;
 
 /// Size of the Git LFS pointer file the Hub would store for an LFS file.
 const LFS_POINTER_SIZE: u64 = 134;
@@ -68,7 +103,13 @@ fn model_info(model: &Model, version: &ModelVersion, files: &[ModelFile]) -> Val
     })
 }
 
-async fn info(state: &AppState, caller: Option<&maas_auth::Caller>, owner: &str, name: &str, revision: &str) -> ApiResult<axum::Json<Value>> {
+async fn info(
+    state: &AppState,
+    caller: Option<&maas_auth::Caller>,
+    owner: &str,
+    name: &str,
+    revision: &str,
+) -> HubResult<axum::Json<Value>> {
     let access = state.registry.model_access(caller, owner, name, ModelRight::Read).await?;
     let (version, files) = state.registry.revision(&access, revision).await?;
     Ok(axum::Json(model_info(&access.model, &version, &files)))
@@ -78,7 +119,11 @@ async fn info(state: &AppState, caller: Option<&maas_auth::Caller>, owner: &str,
 #[utoipa::path(get, path = "/api/models/{tenant}/{name}", tag = "hub",
     params(("tenant" = String, Path), ("name" = String, Path)),
     responses((status = 200, description = "Hub ModelInfo", body = Object), (status = 404, body = ErrorBody)))]
-async fn model(State(state): State<AppState>, MaybeCaller(caller): MaybeCaller, Path((owner, name)): Path<(String, String)>) -> ApiResult<axum::Json<Value>> {
+async fn model(
+    State(state): State<AppState>,
+    MaybeCaller(caller): MaybeCaller,
+    Path((owner, name)): Path<(String, String)>,
+) -> HubResult<axum::Json<Value>> {
     info(&state, caller.as_ref(), &owner, &name, "main").await
 }
 
@@ -86,7 +131,11 @@ async fn model(State(state): State<AppState>, MaybeCaller(caller): MaybeCaller, 
 #[utoipa::path(get, path = "/api/models/{tenant}/{name}/revision/{revision}", tag = "hub",
     params(("tenant" = String, Path), ("name" = String, Path), ("revision" = String, Path)),
     responses((status = 200, description = "Hub ModelInfo", body = Object), (status = 404, body = ErrorBody)))]
-async fn model_at(State(state): State<AppState>, MaybeCaller(caller): MaybeCaller, Path((owner, name, revision)): Path<(String, String, String)>) -> ApiResult<axum::Json<Value>> {
+async fn model_at(
+    State(state): State<AppState>,
+    MaybeCaller(caller): MaybeCaller,
+    Path((owner, name, revision)): Path<(String, String, String)>,
+) -> HubResult<axum::Json<Value>> {
     info(&state, caller.as_ref(), &owner, &name, &revision).await
 }
 
@@ -94,15 +143,30 @@ async fn model_at(State(state): State<AppState>, MaybeCaller(caller): MaybeCalle
 #[utoipa::path(get, path = "/api/models/{tenant}/{name}/tree/{revision}", tag = "hub",
     params(("tenant" = String, Path), ("name" = String, Path), ("revision" = String, Path)),
     responses((status = 200, body = Vec<TreeEntry>), (status = 404, body = ErrorBody)))]
-async fn tree(State(state): State<AppState>, MaybeCaller(caller): MaybeCaller, Path((owner, name, revision)): Path<(String, String, String)>) -> ApiResult<axum::Json<Vec<TreeEntry>>> {
+async fn tree(
+    State(state): State<AppState>,
+    MaybeCaller(caller): MaybeCaller,
+    Path((owner, name, revision)): Path<(String, String, String)>,
+) -> HubResult<axum::Json<Vec<TreeEntry>>> {
     tree_under(&state, caller.as_ref(), &owner, &name, &revision, "").await
 }
 
-async fn tree_sub(State(state): State<AppState>, MaybeCaller(caller): MaybeCaller, Path((owner, name, revision, folder)): Path<(String, String, String, String)>) -> ApiResult<axum::Json<Vec<TreeEntry>>> {
+async fn tree_sub(
+    State(state): State<AppState>,
+    MaybeCaller(caller): MaybeCaller,
+    Path((owner, name, revision, folder)): Path<(String, String, String, String)>,
+) -> HubResult<axum::Json<Vec<TreeEntry>>> {
     tree_under(&state, caller.as_ref(), &owner, &name, &revision, &folder).await
 }
 
-async fn tree_under(state: &AppState, caller: Option<&maas_auth::Caller>, owner: &str, name: &str, revision: &str, folder: &str) -> ApiResult<axum::Json<Vec<TreeEntry>>> {
+async fn tree_under(
+    state: &AppState,
+    caller: Option<&maas_auth::Caller>,
+    owner: &str,
+    name: &str,
+    revision: &str,
+    folder: &str,
+) -> HubResult<axum::Json<Vec<TreeEntry>>> {
     let access = state.registry.model_access(caller, owner, name, ModelRight::Read).await?;
     let (_, files) = state.registry.revision(&access, revision).await?;
     let prefix = if folder.is_empty() { String::new() } else { format!("{}/", folder.trim_end_matches('/')) };
@@ -121,7 +185,13 @@ async fn tree_under(state: &AppState, caller: Option<&maas_auth::Caller>, owner:
         ("path" = String, Path, description = "file path, may contain '/'")),
     responses((status = 200, description = "the file", content_type = "application/octet-stream"),
         (status = 206, description = "a range of the file"), (status = 404, body = ErrorBody)))]
-async fn resolve(State(state): State<AppState>, MaybeCaller(caller): MaybeCaller, method: Method, Path((owner, name, revision, path)): Path<(String, String, String, String)>, headers: HeaderMap) -> ApiResult<Response> {
+async fn resolve(
+    State(state): State<AppState>,
+    MaybeCaller(caller): MaybeCaller,
+    method: Method,
+    Path((owner, name, revision, path)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+) -> HubResult<Response> {
     let access = state.registry.model_access(caller.as_ref(), &owner, &name, ModelRight::Read).await?;
     let (version, _) = state.registry.revision(&access, &revision).await?;
     let range = headers.get("range").and_then(|v| v.to_str().ok());
