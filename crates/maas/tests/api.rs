@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use maas_testkit::{
-    Server, ServerOptions, browser, client, cookie_pair, login_set_cookie, password_of, register, user,
+    Server, ServerOptions, browser, call, client, code, cookie_pair, login_set_cookie, password_of, register, user,
 };
 use reqwest::{RequestBuilder, StatusCode};
 use serde_json::{Value, json};
@@ -542,6 +542,14 @@ async fn openapi_document_lists_exactly_the_served_routes() {
         "/api/v1/openapi.json",
         "/healthz",
         "/readyz",
+        "/api/v1/models",
+        "/api/v1/models/{tenant}/{name}",
+        "/api/v1/models/{tenant}/{name}/versions",
+        "/api/v1/models/{tenant}/{name}/versions/{version}/publish",
+        "/api/v1/models/{tenant}/{name}/versions/{version}/files/{path}",
+        "/api/v1/models/{tenant}/{name}/versions/{version}/uploads/{path}",
+        "/api/models/{tenant}/{name}/revision/{revision}",
+        "/{tenant}/{name}/resolve/{revision}/{path}",
     ] {
         assert!(paths.contains_key(required), "{required} missing from the OpenAPI document");
     }
@@ -550,7 +558,12 @@ async fn openapi_document_lists_exactly_the_served_routes() {
         let concrete = path
             .replace("{tenant}", "alice")
             .replace("{id}", "0190d2a4-0000-7000-8000-000000000000")
-            .replace("{username}", "bob");
+            .replace("{username}", "bob")
+            .replace("{name}", "some-model")
+            .replace("{version}", "1.0")
+            .replace("{revision}", "main")
+            .replace("{path}", "dir/file.bin");
+        assert!(!concrete.contains('{'), "unsubstituted parameter in {concrete}");
         for method in ops.as_object().unwrap().keys() {
             let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let (status, body) = call(client().request(method.clone(), s.at(&concrete))).await;
