@@ -138,8 +138,9 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// The caller if credentials were sent, `None` for anonymous requests. Credentials that are
-/// sent but invalid are still an error (401), never silently anonymous.
+/// The caller if credentials were sent, `None` for anonymous requests. An API key that is
+/// sent but invalid is still an error (401); a stale session cookie is treated as no cookie,
+/// so a browser with an expired session still sees public pages.
 #[derive(Debug, Clone)]
 pub struct MaybeCaller(pub Option<Caller>);
 
@@ -152,6 +153,10 @@ impl FromRequestParts<AppState> for MaybeCaller {
         if !has_credentials {
             return Ok(MaybeCaller(None));
         }
-        Caller::from_request_parts(parts, state).await.map(|c| MaybeCaller(Some(c)))
+        match Caller::from_request_parts(parts, state).await {
+            Ok(caller) => Ok(MaybeCaller(Some(caller))),
+            Err(e) if e.code == ErrorCode::SessionExpired => Ok(MaybeCaller(None)),
+            Err(e) => Err(e),
+        }
     }
 }

@@ -167,6 +167,10 @@ async fn owners_collaborators_keys_and_admins_see_private_models() {
     assert_eq!(names(&theirs), ["open"]);
     let (_, anon) = call(client().get(s.at("/api/v1/models"))).await;
     assert_eq!(names(&anon), ["open"]);
+    let stale = client().get(s.at("/api/v1/models/bob/open")).header("cookie", "maas_session=expired-or-forged");
+    assert_eq!(call(stale).await.0, StatusCode::OK, "a stale session cookie reads public models anonymously");
+    let (status, body) = call(client().get(s.at("/api/v1/models/bob/open")).bearer_auth("maas_bogus")).await;
+    assert_eq!((status, code(&body)), (StatusCode::UNAUTHORIZED, "invalid_api_key"), "a bad key is an error");
 
     // API keys: bob's tenant key reads it; carol's does not; a read key cannot write.
     let key = |c: &Client, tenant: &str, scopes: Value| {
