@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""Generates the small ONNX models the tests and demos use (needs the `onnx` and `numpy`
+packages of the test venv). Deterministic: the same files every run.
+
+  simple.onnx   Triton's `simple`: INPUT0, INPUT1 INT32 [-1,16] -> OUTPUT0 = sum, OUTPUT1 = difference
+  strings.onnx  BYTES: INPUT0 STRING [-1] -> OUTPUT0 = upper-cased (StringNormalizer)
+  dense.onnx    dynamic batch FP32: INPUT0 [-1,64] -> OUTPUT0 [-1,32] = relu(x @ W + b), seeded weights
+
+Usage: gen_onnx_models.py OUTDIR
+"""
+import os
+import sys
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = [helper.make_opsetid("", 17)]
+
+
+def save(model: onnx.ModelProto, path: str) -> None:
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+
+
+def simple() -> onnx.ModelProto:
+    shape = ["batch", 16]
+    inputs = [helper.make_tensor_value_info(n, TensorProto.INT32, shape) for n in ("INPUT0", "INPUT1")]
+    outputs = [helper.make_tensor_value_info(n, TensorProto.INT32, shape) for n in ("OUTPUT0", "OUTPUT1")]
+    nodes = [
+        helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"]),
+        helper.make_node("Sub", ["INPUT0", "INPUT1"], ["OUTPUT1"]),
+    ]
+    graph = helper.make_graph(nodes, "simple", inputs, outputs)
+    return helper.make_model(graph, opset_imports=OPSET, producer_name="maas-gen")
+
+
+def strings() -> onnx.ModelProto:
+    inputs = [helper.make_tensor_value_info("INPUT0", TensorProto.STRING, ["n"])]
+    outputs = [helper.make_tensor_value_info("OUTPUT0", TensorProto.STRING, ["n"])]
+    node = helper.make_node("StringNormalizer", ["INPUT0"], ["OUTPUT0"], case_change_action="UPPER")
+    graph = helper.make_graph([node], "strings", inputs, outputs)
+    return helper.make_model(graph, opset_imports=OPSET, producer_name="maas-gen")
+
+
+def dense() -> onnx.ModelProto:
+    rng = np.random.default_rng(20261123)
+    w = rng.standard_normal((64, 32)).astype(np.float32) * 0.1
+    b = rng.standard_normal((32,)).astype(np.float32) * 0.1
+    inputs = [helper.make_tensor_value_info("INPUT0", TensorProto.FLOAT, ["batch", 64])]
+    outputs = [helper.make_tensor_value_info("OUTPUT0", TensorProto.FLOAT, ["batch", 32])]
+    nodes = [
+        helper.make_node("MatMul", ["INPUT0", "W"], ["xw"]),
+        helper.make_node("Add", ["xw", "B"], ["xwb"]),
+        helper.make_node("Relu", ["xwb"], ["OUTPUT0"]),
+    ]
+    init = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")]
+    graph = helper.make_graph(nodes, "dense", inputs, outputs, initializer=init)
+    return helper.make_model(graph, opset_imports=OPSET, producer_name="maas-gen")
+
+
+def main() -> None:
+    out = sys.argv[1] if len(sys.argv) > 1 else "."
+    os.makedirs(out, exist_ok=True)
+    for name, build in (("simple", simple), ("strings", strings), ("dense", dense)):
+        path = os.path.join(out, f"{name}.onnx")
+        save(build(), path)
+        print(path)
+
+
+if __name__ == "__main__":
+    main()
