@@ -16,9 +16,12 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 OPSET = [helper.make_opsetid("", 17)]
+# IR 9 (ONNX 1.15): recent onnx packages write newer IR versions than deployed runtimes read.
+IR_VERSION = 9
 
 
 def save(model: onnx.ModelProto, path: str) -> None:
+    model.ir_version = IR_VERSION
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, path)
 
@@ -38,7 +41,7 @@ def simple() -> onnx.ModelProto:
 def strings() -> onnx.ModelProto:
     inputs = [helper.make_tensor_value_info("INPUT0", TensorProto.STRING, ["n"])]
     outputs = [helper.make_tensor_value_info("OUTPUT0", TensorProto.STRING, ["n"])]
-    node = helper.make_node("StringNormalizer", ["INPUT0"], ["OUTPUT0"], case_change_action="UPPER")
+    node = helper.make_node("StringNormalizer", ["INPUT0"], ["OUTPUT0"], case_change_action="UPPER", locale="C")
     graph = helper.make_graph([node], "strings", inputs, outputs)
     return helper.make_model(graph, opset_imports=OPSET, producer_name="maas-gen")
 
