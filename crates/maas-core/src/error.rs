@@ -76,6 +76,8 @@ error_codes! {
     ModelNotFound = ("model_not_found", 404),
     /// The model has no such version.
     VersionNotFound = ("version_not_found", 404),
+    /// The deployment does not exist or is not visible to the caller.
+    DeploymentNotFound = ("deployment_not_found", 404),
     /// The version has no such file.
     FileNotFound = ("file_not_found", 404),
     /// The route exists but not for this method.
@@ -90,6 +92,8 @@ error_codes! {
     LastOwner = ("last_owner", 409),
     /// The tenant already has a model with this name.
     ModelExists = ("model_exists", 409),
+    /// The tenant already has a deployment with this name.
+    DeploymentExists = ("deployment_exists", 409),
     /// The model already has this version.
     VersionExists = ("version_exists", 409),
     /// The version is published and can no longer change.

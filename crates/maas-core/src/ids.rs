@@ -70,3 +70,7 @@ id_type!(
     /// A (resumable) file upload in progress.
     UploadId
 );
+id_type!(
+    /// A deployment (a model version served as an endpoint).
+    DeploymentId
+);

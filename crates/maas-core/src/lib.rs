@@ -13,7 +13,7 @@ pub mod secret;
 pub mod validate;
 
 pub use error::{Coded, ErrorCode};
-pub use ids::{ApiKeyId, AuditId, ModelId, TenantId, UploadId, UserId, VersionId};
+pub use ids::{ApiKeyId, AuditId, DeploymentId, ModelId, TenantId, UploadId, UserId, VersionId};
 pub use secret::Secret;
 
 /// Timestamps are UTC everywhere.

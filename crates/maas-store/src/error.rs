@@ -12,6 +12,7 @@ pub enum Entity {
     Model,
     Version,
     File,
+    Deployment,
 }
 
 /// Which uniqueness rule a write broke.
@@ -22,6 +23,7 @@ pub enum Conflict {
     TenantSlug,
     ModelName,
     Version,
+    Deployment,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +36,7 @@ pub enum StoreError {
         Conflict::TenantSlug => "that tenant slug is taken",
         Conflict::ModelName => "the tenant already has a model with that name",
         Conflict::Version => "the model already has that version",
+        Conflict::Deployment => "the tenant already has a deployment with that name",
     })]
     Conflict(Conflict),
     #[error("the version is published and can no longer change")]
@@ -59,7 +62,9 @@ impl From<sqlx::Error> for StoreError {
                 // SQLite names the column in the message ("UNIQUE constraint failed:
                 // users.email"); PostgreSQL names the constraint ("users_email_key").
                 let what = db.constraint().map(str::to_owned).unwrap_or_else(|| db.message().to_owned());
-                if what.contains("model_versions") {
+                if what.contains("deployments") {
+                    StoreError::Conflict(Conflict::Deployment)
+                } else if what.contains("model_versions") {
                     StoreError::Conflict(Conflict::Version)
                 } else if what.contains("models") {
                     StoreError::Conflict(Conflict::ModelName)
@@ -88,6 +93,8 @@ impl Coded for StoreError {
             StoreError::NotFound(Entity::Model) => ErrorCode::ModelNotFound,
             StoreError::NotFound(Entity::Version) => ErrorCode::VersionNotFound,
             StoreError::NotFound(Entity::File) => ErrorCode::FileNotFound,
+            StoreError::NotFound(Entity::Deployment) => ErrorCode::DeploymentNotFound,
+            StoreError::Conflict(Conflict::Deployment) => ErrorCode::DeploymentExists,
             StoreError::Conflict(Conflict::ModelName) => ErrorCode::ModelExists,
             StoreError::Conflict(Conflict::Version) => ErrorCode::VersionExists,
             StoreError::VersionNotDraft => ErrorCode::VersionImmutable,

@@ -5,10 +5,12 @@
 //! through a [`TenantStore`], a handle bound to one tenant whose every query filters on that
 //! tenant's id. Code holding a handle for tenant A has no method that can name a row of B.
 
+pub mod deployments;
 mod error;
 mod postgres;
 pub mod registry;
 mod sql;
+mod sql_deployments;
 mod sql_registry;
 mod sqlite;
 
@@ -20,6 +22,7 @@ use maas_core::identity::{Member, Membership, Role, Tenant, TenantKind, User};
 use maas_core::keys::{ApiKey, Scope};
 use maas_core::{ApiKeyId, TenantId, Timestamp, UserId};
 
+pub use deployments::{DeploymentCatalog, DeploymentRow, DeploymentWrite, TenantDeployments};
 pub use error::{Conflict, Entity, StoreError};
 pub use postgres::PostgresStore;
 pub use registry::{Catalog, ModelPage, ModelPatch, NewModel, TenantModels, Upload};
@@ -67,7 +70,7 @@ pub struct NewAuditEvent {
 
 /// Platform-wide operations: users, tenants, memberships and key lookup by secret.
 #[async_trait]
-pub trait Store: Catalog + Send + Sync + std::fmt::Debug + 'static {
+pub trait Store: Catalog + DeploymentCatalog + Send + Sync + std::fmt::Debug + 'static {
     /// Which backend this is (`sqlite` or `postgres`), for logs.
     fn backend(&self) -> &'static str;
     /// Cheap round trip, for readiness checks.
@@ -101,7 +104,7 @@ pub trait Store: Catalog + Send + Sync + std::fmt::Debug + 'static {
 
 /// Operations on the rows one tenant owns. Every query binds the handle's tenant id.
 #[async_trait]
-pub trait TenantStore: TenantModels + Send + Sync + std::fmt::Debug {
+pub trait TenantStore: TenantModels + TenantDeployments + Send + Sync + std::fmt::Debug {
     fn tenant_id(&self) -> TenantId;
 
     async fn members(&self) -> Result<Vec<Member>>;

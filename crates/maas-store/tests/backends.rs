@@ -10,7 +10,8 @@ use maas_core::registry::{
 };
 use maas_core::{ApiKeyId, UserId};
 use maas_store::{
-    Conflict, Entity, ModelPatch, NewApiKey, NewAuditEvent, NewModel, NewUser, SqliteStore, Store, StoreError, Upload,
+    Conflict, DeploymentWrite, Entity, ModelPatch, NewApiKey, NewAuditEvent, NewModel, NewUser, SqliteStore, Store,
+    StoreError, Upload,
 };
 
 /// A store on a fresh database, plus whatever must live as long as it (the temp dir).
@@ -59,6 +60,7 @@ on_both_backends! {
     search_applies_visibility_text_filters_sort_and_pages => search;
     versions_files_uploads_and_publishing => versions;
     stars_collaborators_and_quotas => social;
+    deployments_crud_and_isolation => deployments;
 }
 
 fn new_user(name: &str) -> NewUser {
@@ -443,4 +445,37 @@ async fn social(store: Arc<dyn Store>) {
     let q = Quota { max_models: Some(3), max_storage_bytes: Some(1 << 30) };
     assert_eq!(sa.set_quota(q).await.unwrap(), q);
     assert_eq!(sa.quota().await.unwrap(), q);
+}
+
+async fn deployments(store: Arc<dyn Store>) {
+    let (_, a) = store.register_user(new_user("alice")).await.unwrap();
+    let (_, b) = store.register_user(new_user("bob")).await.unwrap();
+    let (sa, sb) = (store.scoped(a.id), store.scoped(b.id));
+    let m = sa.create_model(new_model("net", Visibility::Private, "", &[])).await.unwrap();
+    let v1 = sa.create_version(m.id, "1", ModelFormat::Onnx, serde_json::json!({})).await.unwrap();
+    let v2 = sa.create_version(m.id, "2", ModelFormat::Onnx, serde_json::json!({})).await.unwrap();
+    let write = |version, replicas| DeploymentWrite {
+        name: "api".into(),
+        model_id: m.id,
+        version_id: version,
+        replicas,
+        spec: serde_json::json!({ "batching": { "max_batch_size": 8 } }),
+    };
+    let d = sa.create_deployment(write(v1.id, 1)).await.unwrap();
+    assert_eq!((d.name.as_str(), d.replicas, d.version_id), ("api", 1, v1.id));
+    assert_eq!(d.spec["batching"]["max_batch_size"], 8);
+    assert!(matches!(sa.create_deployment(write(v1.id, 1)).await, Err(StoreError::Conflict(Conflict::Deployment))));
+    assert!(
+        matches!(sb.create_deployment(write(v1.id, 1)).await, Err(StoreError::NotFound(Entity::Version))),
+        "B cannot deploy A's version"
+    );
+    let updated = sa.update_deployment(d.id, write(v2.id, 3)).await.unwrap();
+    assert_eq!((updated.version_id, updated.replicas), (v2.id, 3));
+    assert!(matches!(sb.update_deployment(d.id, write(v2.id, 1)).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(sb.delete_deployment(d.id).await, Err(StoreError::NotFound(Entity::Deployment))));
+    assert!(sb.deployments().await.unwrap().is_empty());
+    assert_eq!(store.all_deployments().await.unwrap().len(), 1);
+    assert_eq!(sa.deployment("api").await.unwrap().id, d.id);
+    sa.delete_deployment(d.id).await.unwrap();
+    assert!(matches!(sa.deployment("api").await, Err(StoreError::NotFound(Entity::Deployment))));
 }
