@@ -7,6 +7,7 @@ pub mod extract;
 pub mod openapi;
 pub mod routes;
 pub mod state;
+pub mod v2;
 
 use std::net::SocketAddr;
 

@@ -1,0 +1,3 @@
+//! The KServe Open Inference Protocol v2 (REST): wire format in [`codec`].
+
+pub mod codec;
