@@ -155,14 +155,14 @@ macro_rules! from_le {
 
 /// Raw little-endian bytes (or length-prefixed BYTES elements) to tensor data.
 pub fn binary_to_data(name: &str, dtype: DataType, raw: &[u8], elements: usize) -> Result<TensorData, CodecError> {
-    if let Some(size) = dtype.size() {
-        if raw.len() != elements * size {
-            return Err(err(format!(
-                "input '{name}': {} bytes of binary data, but shape × {dtype} needs {}",
-                raw.len(),
-                elements * size
-            )));
-        }
+    if let Some(size) = dtype.size()
+        && raw.len() != elements * size
+    {
+        return Err(err(format!(
+            "input '{name}': {} bytes of binary data, but shape × {dtype} needs {}",
+            raw.len(),
+            elements * size
+        )));
     }
     Ok(match dtype {
         DataType::Bool => TensorData::Bool(raw.iter().map(|&b| b != 0).collect()),
