@@ -26,6 +26,8 @@ apt_install() {
 MAAS_SCRIPTS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=scripts/pyenv.sh
 source "$MAAS_SCRIPTS_DIR/pyenv.sh"
+# shellcheck source=scripts/onnxruntime.sh
+source "$MAAS_SCRIPTS_DIR/onnxruntime.sh"
 # shellcheck source=scripts/models.sh
 source "$MAAS_SCRIPTS_DIR/models.sh"
 

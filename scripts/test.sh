@@ -20,6 +20,7 @@ source scripts/services.sh
 ensure_postgres
 ensure_redis
 ensure_python_venv
+ensure_onnxruntime
 ensure_seaweedfs
 ensure_model_fixtures
 

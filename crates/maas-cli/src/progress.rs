@@ -9,8 +9,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::output::Output;
 
-const BAR_TEMPLATE: &str =
-    "{prefix:>9.bold} {msg} [{bar:30.cyan/blue}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}";
+/// About 75 columns before the file name, which gets what is left of the line (truncated).
+const BAR_TEMPLATE: &str = "{prefix:>9.bold} [{bar:20.cyan/blue}] {binary_bytes:>10}/{binary_total_bytes:<10} \
+     {binary_bytes_per_sec:>12} ETA {eta:>3} {wide_msg}";
 
 /// Where progress and notes go for one command.
 #[derive(Debug, Clone, Copy)]

@@ -105,9 +105,9 @@ pub async fn run(server: Option<&str>, out: Output, args: PullArgs) -> Result<()
         })).collect::<Vec<_>>(),
     });
     commands::show(out, &summary, || {
-        let resumed = if resumed > 0 { format!(" ({resumed} resumed)") } else { String::new() };
+        let resumed = if resumed > 0 { format!(", {resumed} resumed") } else { String::new() };
         println!(
-            "Pulled {}:{resolved} into {}: downloaded {} files ({}){resumed}, skipped {}",
+            "Pulled {}:{resolved} into {}: downloaded {} files ({}{resumed}), skipped {}",
             r.full_name(),
             args.dir.display(),
             count(Action::Downloaded),

@@ -179,9 +179,9 @@ pub async fn run(server: Option<&str>, out: Output, args: PushArgs) -> Result<()
         "signature": published.as_ref().map(|v| v["signature"].clone()),
     });
     commands::show(out, &summary, || {
-        let resumed = if resumed > 0 { format!(" ({resumed} resumed)") } else { String::new() };
+        let resumed = if resumed > 0 { format!(", {resumed} resumed") } else { String::new() };
         println!(
-            "Pushed {}:{} ({format}): uploaded {} files ({}){resumed}, skipped {}, reused {}",
+            "Pushed {}:{} ({format}): uploaded {} files ({}{resumed}), skipped {}, reused {}",
             r.full_name(),
             args.version,
             count(Action::Uploaded),

@@ -118,10 +118,18 @@ error_codes! {
     UnsupportedMediaType = ("unsupported_media_type", 415),
     /// Too many failed login attempts; retry after the advertised delay.
     TooManyAttempts = ("too_many_attempts", 429),
+    /// A model replica's queue is full; retry after the advertised delay.
+    Overloaded = ("overloaded", 429),
     /// An unexpected server-side failure (a bug); details are in the server log.
     Internal = ("internal_error", 500),
+    /// The model runtime failed while running the model; the message says why.
+    InferenceFailed = ("inference_failed", 500),
     /// A backing service (database, Redis) is unreachable.
     ServiceUnavailable = ("service_unavailable", 503),
+    /// The model is not loaded (still loading, failed to load, or stopping).
+    ModelNotReady = ("model_not_ready", 503),
+    /// The model did not answer within the inference timeout.
+    InferenceTimeout = ("inference_timeout", 504),
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -71,6 +71,24 @@ impl From<maas_registry::RegistryError> for ApiError {
     }
 }
 
+impl From<maas_controller::ControllerError> for ApiError {
+    fn from(e: maas_controller::ControllerError) -> Self {
+        Self::from_coded(&e)
+    }
+}
+
+impl From<maas_controller::routing::InferError> for ApiError {
+    fn from(e: maas_controller::routing::InferError) -> Self {
+        Self::from_coded(&e)
+    }
+}
+
+impl From<maas_runtime::RuntimeError> for ApiError {
+    fn from(e: maas_runtime::RuntimeError) -> Self {
+        Self::from_coded(&e)
+    }
+}
+
 impl From<InvalidField> for ApiError {
     fn from(e: InvalidField) -> Self {
         Self::from_coded(&e)

@@ -19,6 +19,8 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
         (name = "models", description = "Model registry: models, search, stars, collaborators"),
         (name = "versions", description = "Model versions: drafts and publishing"),
         (name = "hub", description = "Hugging Face Hub download API (for huggingface_hub, transformers)"),
+        (name = "deployments", description = "Deployments: model versions served as endpoints"),
+        (name = "v2", description = "KServe Open Inference Protocol v2 (REST)"),
         (name = "files", description = "Version files: streamed, resumable uploads and ranged downloads"),
     )
 )]

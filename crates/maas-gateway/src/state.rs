@@ -13,11 +13,18 @@ pub struct GatewayConfig {
     pub trust_forwarded_for: bool,
     /// Mark the session cookie `Secure` (set when the platform is served over HTTPS).
     pub secure_cookies: bool,
+    /// Largest inference request body (v2), in bytes.
+    pub max_infer_bytes: usize,
 }
 
 impl Default for GatewayConfig {
     fn default() -> Self {
-        Self { max_body_bytes: 1024 * 1024, trust_forwarded_for: false, secure_cookies: false }
+        Self {
+            max_body_bytes: 1024 * 1024,
+            trust_forwarded_for: false,
+            secure_cookies: false,
+            max_infer_bytes: 64 << 20,
+        }
     }
 }
 
@@ -26,5 +33,6 @@ impl Default for GatewayConfig {
 pub struct AppState {
     pub identity: IdentityService,
     pub registry: maas_registry::Registry,
+    pub controller: maas_controller::Controller,
     pub config: GatewayConfig,
 }

@@ -2,7 +2,8 @@
 
 use maas_core::{Coded, ErrorCode};
 
-#[derive(Debug, thiserror::Error)]
+/// Cloneable, so that one failed batch can answer each of its requests.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RuntimeError {
     /// The request does not fit the model's signature (name, dtype, shape, size).
     #[error("{0}")]
@@ -19,7 +20,8 @@ impl Coded for RuntimeError {
     fn code(&self) -> ErrorCode {
         match self {
             RuntimeError::InvalidInput(_) => ErrorCode::InvalidRequest,
-            RuntimeError::Load(_) | RuntimeError::Inference(_) => ErrorCode::Internal,
+            RuntimeError::Load(_) => ErrorCode::Internal,
+            RuntimeError::Inference(_) => ErrorCode::InferenceFailed,
         }
     }
 }

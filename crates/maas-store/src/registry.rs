@@ -65,6 +65,7 @@ pub trait Catalog: Send + Sync {
 pub trait TenantModels: Send + Sync {
     async fn create_model(&self, new: NewModel) -> Result<Model>;
     async fn model(&self, name: &str) -> Result<Model>;
+    async fn model_with_id(&self, id: ModelId) -> Result<Model>;
     /// The Markdown README of a model.
     async fn readme(&self, model: ModelId) -> Result<String>;
     async fn update_model(&self, model: ModelId, patch: ModelPatch) -> Result<Model>;

@@ -238,6 +238,10 @@ macro_rules! sql_registry {
                 model_row(&row)
             }
 
+            async fn model_with_id(&self, id: ModelId) -> Result<Model> {
+                self.model_by_id(id).await
+            }
+
             async fn readme(&self, model: ModelId) -> Result<String> {
                 sqlx::query_scalar("SELECT readme FROM models WHERE tenant_id = $1 AND id = $2")
                     .bind(self.tenant.to_string())

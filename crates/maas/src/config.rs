@@ -42,6 +42,19 @@ pub struct Config {
     pub http: GatewayConfig,
     pub artifacts: ArtifactsConfig,
     pub registry: RegistryConfig,
+    pub runtime: RuntimeConfig,
+}
+
+/// How replicas run models.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// The ONNX Runtime shared library (`libonnxruntime.so`, ≥ 1.31); unset: `ORT_DYLIB_PATH`.
+    pub onnxruntime_library: Option<PathBuf>,
+    /// Threads inside one operator per replica (0: ONNX Runtime's default).
+    pub intra_op_threads: usize,
+    /// Threads running independent operators (0: sequential).
+    pub inter_op_threads: usize,
 }
 
 /// Where model files are stored.
@@ -102,6 +115,7 @@ impl Default for Config {
             http: GatewayConfig::default(),
             artifacts: ArtifactsConfig::default(),
             registry: RegistryConfig::default(),
+            runtime: RuntimeConfig::default(),
         }
     }
 }

@@ -7,7 +7,9 @@ use maas_auth::{Counter, IdentityService, MemoryCounter, MemorySessions, RedisCo
 use maas_gateway::AppState;
 
 use maas_artifacts::{ArtifactStore, LocalArtifacts, S3Artifacts, S3Config, Staging};
+use maas_controller::{Controller, ControllerConfig};
 use maas_registry::Registry;
+use maas_runtime::OnnxConfig;
 
 use crate::config::{ArtifactsBackend, Config};
 
@@ -54,8 +56,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let staging = Staging::new(config.data_dir.join("staging"))?;
 
     let identity = IdentityService::new(store.clone(), sessions, counter, config.auth.clone());
-    let registry = Registry::new(store, artifacts, staging, config.registry.clone());
-    let state = AppState { identity, registry, config: config.http.clone() };
+    let registry = Registry::new(store.clone(), artifacts.clone(), staging, config.registry.clone());
+    let controller = Controller::new(
+        store,
+        artifacts,
+        registry.clone(),
+        ControllerConfig {
+            cache_dir: config.data_dir.join("models"),
+            onnx: OnnxConfig {
+                library_path: config.runtime.onnxruntime_library.clone(),
+                intra_op_threads: config.runtime.intra_op_threads,
+                inter_op_threads: config.runtime.inter_op_threads,
+            },
+        },
+    );
+    let restored = controller.restore().await?;
+    tracing::info!(deployments = restored, "deployments restored");
+    let state = AppState { identity, registry, controller: controller.clone(), config: config.http.clone() };
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -63,6 +80,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(listen_addr = %addr, "listening on http://{addr}");
     maas_gateway::serve(listener, state, shutdown_signal()).await?;
+    controller.shutdown();
     tracing::info!("stopped");
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod deployments;
 pub mod docs;
 pub mod files;
 pub mod health;
@@ -50,4 +51,6 @@ pub fn all() -> OpenApiRouter<AppState> {
         .merge(versions::router())
         .merge(files::router())
         .merge(hub::router())
+        .merge(deployments::router())
+        .merge(crate::v2::routes::router())
 }

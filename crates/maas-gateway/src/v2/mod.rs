@@ -1,3 +1,4 @@
 //! The KServe Open Inference Protocol v2 (REST): wire format in [`codec`].
 
 pub mod codec;
+pub mod routes;

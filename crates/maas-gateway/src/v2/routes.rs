@@ -1,0 +1,277 @@
+//! KServe v2 REST routes: health, server and model metadata, readiness, inference.
+//!
+//! The model name is `tenant/name` (URL-encoded as one segment or as two segments) or a bare
+//! name in the caller's tenant, optionally followed by `/versions/{v}`; so the routes are one
+//! wildcard parsed here. Errors use the v2 shape `{"error": "…"}`, plus our stable `code`.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use maas_auth::Caller;
+use maas_controller::Endpoint;
+use maas_core::ErrorCode;
+use serde::Serialize;
+use serde_json::json;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+use super::codec;
+use crate::error::ApiError;
+use crate::extract::{MaybeCaller, Path};
+use crate::state::AppState;
+
+const HEADER_LENGTH: &str = "inference-header-content-length";
+
+/// An error in the v2 shape.
+#[derive(Debug)]
+pub struct V2Error(ApiError);
+
+impl<E: Into<ApiError>> From<E> for V2Error {
+    fn from(e: E) -> Self {
+        V2Error(e.into())
+    }
+}
+
+impl IntoResponse for V2Error {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response =
+            (status, axum::Json(json!({ "error": self.0.message, "code": self.0.code.as_str() }))).into_response();
+        if let Some(secs) = self.0.retry_after_secs {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+type V2Result<T> = Result<T, V2Error>;
+
+fn bad_request(message: impl Into<String>) -> V2Error {
+    V2Error(ApiError::new(ErrorCode::InvalidRequest, message))
+}
+
+/// What a `/v2/models/…` path asks for.
+#[derive(Debug, PartialEq, Eq)]
+struct Target {
+    name: String,
+    version: Option<String>,
+    action: Option<&'static str>,
+}
+
+fn parse_target(rest: &str) -> Option<Target> {
+    let mut segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let action = match segments.last() {
+        Some(&"ready") => Some("ready"),
+        Some(&"infer") => Some("infer"),
+        _ => None,
+    };
+    if action.is_some() {
+        segments.pop();
+    }
+    let mut version = None;
+    if segments.len() >= 3 && segments[segments.len() - 2] == "versions" {
+        version = segments.pop().map(str::to_owned);
+        segments.pop();
+    }
+    if segments.is_empty() || segments.len() > 2 {
+        return None;
+    }
+    Some(Target { name: segments.join("/"), version, action })
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TensorMetadata {
+    pub name: String,
+    pub datatype: &'static str,
+    pub shape: Vec<i64>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ModelMetadata {
+    pub name: String,
+    pub versions: Vec<String>,
+    pub platform: &'static str,
+    pub inputs: Vec<TensorMetadata>,
+    pub outputs: Vec<TensorMetadata>,
+}
+
+async fn endpoint_for(state: &AppState, caller: &Caller, target: &Target) -> V2Result<std::sync::Arc<Endpoint>> {
+    let endpoint = state.controller.resolve(caller, &target.name).await?;
+    if let Some(v) = &target.version
+        && *v != endpoint.version.version
+    {
+        return Err(V2Error(ApiError::new(
+            ErrorCode::VersionNotFound,
+            format!("{} serves version {}, not {v}", endpoint.full_name(), endpoint.version.version),
+        )));
+    }
+    Ok(endpoint)
+}
+
+fn metadata(endpoint: &Endpoint) -> V2Result<ModelMetadata> {
+    let (inputs, outputs) = endpoint.io().ok_or_else(|| {
+        V2Error(ApiError::new(ErrorCode::ModelNotReady, format!("{} is still loading", endpoint.full_name())))
+    })?;
+    let meta = |io: Vec<maas_runtime::IoSpec>| {
+        io.into_iter().map(|s| TensorMetadata { name: s.name, datatype: s.dtype.as_str(), shape: s.shape }).collect()
+    };
+    Ok(ModelMetadata {
+        name: endpoint.full_name(),
+        versions: vec![endpoint.version.version.clone()],
+        platform: "onnxruntime_onnx",
+        inputs: meta(inputs),
+        outputs: meta(outputs),
+    })
+}
+
+/// GET on a model path: metadata, or readiness with `/ready`.
+async fn model_get(
+    State(state): State<AppState>,
+    MaybeCaller(caller): MaybeCaller,
+    Path(rest): Path<String>,
+) -> V2Result<Response> {
+    let caller = caller.ok_or_else(|| V2Error(maas_auth::AuthError::Unauthenticated.into()))?;
+    let target = parse_target(&rest).ok_or_else(|| bad_request(format!("'{rest}' is not a v2 model path")))?;
+    let endpoint = endpoint_for(&state, &caller, &target).await?;
+    match target.action {
+        None => Ok(axum::Json(metadata(&endpoint)?).into_response()),
+        Some("ready") if endpoint.is_ready() => Ok(StatusCode::OK.into_response()),
+        Some("ready") => {
+            Err(V2Error(ApiError::new(ErrorCode::ModelNotReady, format!("{} is not ready", endpoint.full_name()))))
+        }
+        Some(_) => Err(V2Error(ApiError::new(ErrorCode::MethodNotAllowed, "inference is POST"))),
+    }
+}
+
+/// POST `…/infer`: JSON or binary tensors in, the same out.
+async fn model_post(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(rest): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> V2Result<Response> {
+    let target = parse_target(&rest).ok_or_else(|| bad_request(format!("'{rest}' is not a v2 model path")))?;
+    if target.action != Some("infer") {
+        return Err(V2Error(ApiError::new(ErrorCode::MethodNotAllowed, "POST is only for …/infer")));
+    }
+    let endpoint = endpoint_for(&state, &caller, &target).await?;
+    let limit = state.config.max_infer_bytes;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        V2Error(ApiError::new(ErrorCode::PayloadTooLarge, format!("inference requests are limited to {limit} bytes")))
+    })?;
+    let header_len = match headers.get(HEADER_LENGTH) {
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.parse::<usize>().ok())
+                .ok_or_else(|| bad_request("Inference-Header-Content-Length is not a number"))?,
+        ),
+        None => None,
+    };
+    let request = codec::decode_request(&bytes, header_len).map_err(|e| bad_request(e.0))?;
+    let (inputs, outputs) = endpoint.io().ok_or_else(|| {
+        V2Error(ApiError::new(ErrorCode::ModelNotReady, format!("{} is still loading", endpoint.full_name())))
+    })?;
+    maas_runtime::validate(&request.inputs, &inputs)?;
+    maas_runtime::validate_outputs(&request.outputs, &outputs)?;
+    let tensors = request.inputs.clone();
+    let result = state.controller.infer(&endpoint, tensors, request.outputs.clone()).await?;
+    let (body, json_len) = codec::encode_response(&endpoint.full_name(), &endpoint.version.version, &request, result)
+        .map_err(|e| V2Error(ApiError::new(ErrorCode::Internal, e.0)))?;
+    let mut response = body.into_response();
+    let h = response.headers_mut();
+    match json_len {
+        Some(n) => {
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+            h.insert(HEADER_LENGTH, HeaderValue::from(n));
+        }
+        None => {
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+    }
+    Ok(response)
+}
+
+/// `GET /v2/health/live`: the server is up.
+#[utoipa::path(get, path = "/v2/health/live", tag = "v2", responses((status = 200)))]
+async fn live() -> StatusCode {
+    StatusCode::OK
+}
+
+/// `GET /v2/health/ready`: the server can serve (its store answers).
+#[utoipa::path(get, path = "/v2/health/ready", tag = "v2", responses((status = 200), (status = 503)))]
+async fn ready(State(state): State<AppState>) -> V2Result<StatusCode> {
+    state.identity.ready().await?;
+    Ok(StatusCode::OK)
+}
+
+/// `GET /v2`: server metadata.
+#[utoipa::path(get, path = "/v2", tag = "v2", responses((status = 200, body = Object)))]
+async fn server_metadata() -> axum::Json<serde_json::Value> {
+    axum::Json(json!({ "name": "maas", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data"] }))
+}
+
+/// Model metadata (inputs, outputs, versions, platform). `{name}` is `tenant/name`
+/// (URL-encoded or as two segments) or a name in your tenant. Also `/versions/{v}`.
+#[utoipa::path(get, path = "/v2/models/{name}", tag = "v2", params(("name" = String, Path)),
+    security(("api_key" = [])), responses((status = 200, body = ModelMetadata), (status = 404)))]
+#[allow(dead_code)]
+fn doc_model_metadata() {}
+
+/// Model readiness: 200 when a replica is ready.
+#[utoipa::path(get, path = "/v2/models/{name}/ready", tag = "v2", params(("name" = String, Path)),
+    security(("api_key" = [])), responses((status = 200), (status = 503), (status = 404)))]
+#[allow(dead_code)]
+fn doc_model_ready() {}
+
+/// Inference: v2 JSON tensors, or Triton's binary tensor extension with
+/// `Inference-Header-Content-Length`. Needs an API key with the `infer` scope.
+#[utoipa::path(post, path = "/v2/models/{name}/infer", tag = "v2", params(("name" = String, Path)),
+    request_body(content = Object, description = "v2 inference request"),
+    security(("api_key" = [])),
+    responses((status = 200, description = "v2 inference response"), (status = 400), (status = 404), (status = 413),
+        (status = 429, description = "queue full; Retry-After"), (status = 503), (status = 504)))]
+#[allow(dead_code)]
+fn doc_model_infer() {}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(live, ready, server_metadata, doc_model_metadata, doc_model_ready, doc_model_infer),
+    components(schemas(ModelMetadata, TensorMetadata))
+)]
+struct V2Doc;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    let mut router = OpenApiRouter::new()
+        .route("/v2/health/live", get(live))
+        .route("/v2/health/ready", get(ready))
+        .route("/v2", get(server_metadata))
+        .route("/v2/models/{*rest}", get(model_get).post(model_post));
+    router.get_openapi_mut().merge(V2Doc::openapi());
+    router
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_paths() {
+        let t = |rest: &str| parse_target(rest);
+        assert_eq!(t("acme/resnet"), Some(Target { name: "acme/resnet".into(), version: None, action: None }));
+        assert_eq!(t("resnet/infer"), Some(Target { name: "resnet".into(), version: None, action: Some("infer") }));
+        assert_eq!(
+            t("acme/resnet/versions/2/ready"),
+            Some(Target { name: "acme/resnet".into(), version: Some("2".into()), action: Some("ready") })
+        );
+        assert_eq!(
+            t("resnet/versions/1"),
+            Some(Target { name: "resnet".into(), version: Some("1".into()), action: None })
+        );
+        assert_eq!(t("a/b/c"), None);
+        assert_eq!(t(""), None);
+    }
+}
