@@ -10,14 +10,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use maas_auth::Caller;
-use maas_controller::Endpoint;
 use maas_core::ErrorCode;
-use serde::Serialize;
 use serde_json::json;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 use super::codec;
+use super::core::{self, ModelMetadata, TensorMetadata};
 use crate::error::ApiError;
 use crate::extract::{MaybeCaller, Path};
 use crate::state::AppState;
@@ -81,51 +80,6 @@ fn parse_target(rest: &str) -> Option<Target> {
     Some(Target { name: segments.join("/"), version, action })
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct TensorMetadata {
-    pub name: String,
-    pub datatype: &'static str,
-    pub shape: Vec<i64>,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ModelMetadata {
-    pub name: String,
-    pub versions: Vec<String>,
-    pub platform: &'static str,
-    pub inputs: Vec<TensorMetadata>,
-    pub outputs: Vec<TensorMetadata>,
-}
-
-async fn endpoint_for(state: &AppState, caller: &Caller, target: &Target) -> V2Result<std::sync::Arc<Endpoint>> {
-    let endpoint = state.controller.resolve(caller, &target.name).await?;
-    if let Some(v) = &target.version
-        && *v != endpoint.version.version
-    {
-        return Err(V2Error(ApiError::new(
-            ErrorCode::VersionNotFound,
-            format!("{} serves version {}, not {v}", endpoint.full_name(), endpoint.version.version),
-        )));
-    }
-    Ok(endpoint)
-}
-
-fn metadata(endpoint: &Endpoint) -> V2Result<ModelMetadata> {
-    let (inputs, outputs) = endpoint.io().ok_or_else(|| {
-        V2Error(ApiError::new(ErrorCode::ModelNotReady, format!("{} is still loading", endpoint.full_name())))
-    })?;
-    let meta = |io: Vec<maas_runtime::IoSpec>| {
-        io.into_iter().map(|s| TensorMetadata { name: s.name, datatype: s.dtype.as_str(), shape: s.shape }).collect()
-    };
-    Ok(ModelMetadata {
-        name: endpoint.full_name(),
-        versions: vec![endpoint.version.version.clone()],
-        platform: "onnxruntime_onnx",
-        inputs: meta(inputs),
-        outputs: meta(outputs),
-    })
-}
-
 /// GET on a model path: metadata, or readiness with `/ready`.
 async fn model_get(
     State(state): State<AppState>,
@@ -134,9 +88,9 @@ async fn model_get(
 ) -> V2Result<Response> {
     let caller = caller.ok_or_else(|| V2Error(maas_auth::AuthError::Unauthenticated.into()))?;
     let target = parse_target(&rest).ok_or_else(|| bad_request(format!("'{rest}' is not a v2 model path")))?;
-    let endpoint = endpoint_for(&state, &caller, &target).await?;
+    let endpoint = core::endpoint(&state, &caller, &target.name, target.version.as_deref()).await?;
     match target.action {
-        None => Ok(axum::Json(metadata(&endpoint)?).into_response()),
+        None => Ok(axum::Json(core::metadata(&endpoint)?).into_response()),
         Some("ready") if endpoint.is_ready() => Ok(StatusCode::OK.into_response()),
         Some("ready") => {
             Err(V2Error(ApiError::new(ErrorCode::ModelNotReady, format!("{} is not ready", endpoint.full_name()))))
@@ -157,7 +111,7 @@ async fn model_post(
     if target.action != Some("infer") {
         return Err(V2Error(ApiError::new(ErrorCode::MethodNotAllowed, "POST is only for …/infer")));
     }
-    let endpoint = endpoint_for(&state, &caller, &target).await?;
+    let endpoint = core::endpoint(&state, &caller, &target.name, target.version.as_deref()).await?;
     let limit = state.config.max_infer_bytes;
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
         V2Error(ApiError::new(ErrorCode::PayloadTooLarge, format!("inference requests are limited to {limit} bytes")))
@@ -172,13 +126,7 @@ async fn model_post(
         None => None,
     };
     let request = codec::decode_request(&bytes, header_len).map_err(|e| bad_request(e.0))?;
-    let (inputs, outputs) = endpoint.io().ok_or_else(|| {
-        V2Error(ApiError::new(ErrorCode::ModelNotReady, format!("{} is still loading", endpoint.full_name())))
-    })?;
-    maas_runtime::validate(&request.inputs, &inputs)?;
-    maas_runtime::validate_outputs(&request.outputs, &outputs)?;
-    let tensors = request.inputs.clone();
-    let result = state.controller.infer(&endpoint, tensors, request.outputs.clone()).await?;
+    let result = core::infer(&state, &endpoint, request.inputs.clone(), request.outputs.clone()).await?;
     let (body, json_len) = codec::encode_response(&endpoint.full_name(), &endpoint.version.version, &request, result)
         .map_err(|e| V2Error(ApiError::new(ErrorCode::Internal, e.0)))?;
     let mut response = body.into_response();

@@ -1,0 +1,84 @@
+//! The v2 operations both transports (REST in [`super::routes`], gRPC in `super::grpc`) call:
+//! resolving a model name for a caller, metadata, readiness, inference. Transport code only
+//! decodes, calls these, and encodes; errors are [`ApiError`]s that each transport maps once.
+
+use std::sync::Arc;
+
+use maas_auth::Caller;
+use maas_controller::Endpoint;
+use maas_core::ErrorCode;
+use maas_runtime::Tensor;
+use serde::Serialize;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TensorMetadata {
+    pub name: String,
+    pub datatype: &'static str,
+    pub shape: Vec<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ModelMetadata {
+    pub name: String,
+    pub versions: Vec<String>,
+    pub platform: &'static str,
+    pub inputs: Vec<TensorMetadata>,
+    pub outputs: Vec<TensorMetadata>,
+}
+
+/// The endpoint `name` (`tenant/name` or a name in the caller's tenant) at `version`.
+pub async fn endpoint(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    version: Option<&str>,
+) -> Result<Arc<Endpoint>, ApiError> {
+    let endpoint = state.controller.resolve(caller, name).await?;
+    if let Some(v) = version.filter(|v| !v.is_empty())
+        && *v != endpoint.version.version
+    {
+        return Err(ApiError::new(
+            ErrorCode::VersionNotFound,
+            format!("{} serves version {}, not {v}", endpoint.full_name(), endpoint.version.version),
+        ));
+    }
+    Ok(endpoint)
+}
+
+fn not_ready(endpoint: &Endpoint) -> ApiError {
+    ApiError::new(
+        ErrorCode::ModelNotReady,
+        format!("{} is still loading or has no ready replica", endpoint.full_name()),
+    )
+}
+
+/// Inputs, outputs, versions and platform of a ready endpoint.
+pub fn metadata(endpoint: &Endpoint) -> Result<ModelMetadata, ApiError> {
+    let (inputs, outputs) = endpoint.io().ok_or_else(|| not_ready(endpoint))?;
+    let meta = |io: Vec<maas_runtime::IoSpec>| {
+        io.into_iter().map(|s| TensorMetadata { name: s.name, datatype: s.dtype.as_str(), shape: s.shape }).collect()
+    };
+    Ok(ModelMetadata {
+        name: endpoint.full_name(),
+        versions: vec![endpoint.version.version.clone()],
+        platform: "onnxruntime_onnx",
+        inputs: meta(inputs),
+        outputs: meta(outputs),
+    })
+}
+
+/// Validates `inputs` and `outputs` against the model's signature, then runs them.
+pub async fn infer(
+    state: &AppState,
+    endpoint: &Endpoint,
+    inputs: Vec<Tensor>,
+    outputs: Vec<String>,
+) -> Result<Vec<Tensor>, ApiError> {
+    let (input_spec, output_spec) = endpoint.io().ok_or_else(|| not_ready(endpoint))?;
+    maas_runtime::validate(&inputs, &input_spec)?;
+    maas_runtime::validate_outputs(&outputs, &output_spec)?;
+    Ok(state.controller.infer(endpoint, inputs, outputs).await?)
+}
