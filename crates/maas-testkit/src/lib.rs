@@ -59,6 +59,8 @@ pub struct Server {
 pub struct ServerOptions {
     pub env: Vec<(String, String)>,
     pub args: Vec<String>,
+    /// Reuse this data directory (to restart a server on the same data) instead of a fresh one.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl ServerOptions {
@@ -71,6 +73,11 @@ impl ServerOptions {
         self.args.push(arg.into());
         self
     }
+
+    pub fn data_dir(mut self, dir: &Path) -> Self {
+        self.data_dir = Some(dir.to_owned());
+        self
+    }
 }
 
 impl Server {
@@ -81,7 +88,7 @@ impl Server {
         let mut cmd = Command::new(bin);
         cmd.arg("serve")
             .args(["--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
-            .arg(data_dir.path())
+            .arg(options.data_dir.as_deref().unwrap_or(data_dir.path()))
             .args(&options.args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
