@@ -212,8 +212,11 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   ensure_postgres
   ensure_redis
   ensure_python_venv
+  ensure_onnxruntime
   ensure_seaweedfs
   ensure_model_fixtures
+  echo "ORT_DYLIB_PATH=$ORT_DYLIB_PATH"
+  echo "MAAS_TEST_ONNX_DIR=$MAAS_TEST_ONNX_DIR"
   echo "MAAS_TEST_MODELS_DIR=$MAAS_TEST_MODELS_DIR"
   echo "MAAS_TEST_POSTGRES_URL=$MAAS_TEST_POSTGRES_URL"
   echo "MAAS_TEST_REDIS_URL=$MAAS_TEST_REDIS_URL"

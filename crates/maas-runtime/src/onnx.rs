@@ -331,6 +331,16 @@ mod tests {
     }
 
     #[test]
+    fn a_library_that_is_not_onnx_runtime_is_a_load_error() {
+        // This test binary never loads ONNX Runtime, so the load is really attempted.
+        let config = OnnxConfig { library_path: Some(std::env::current_exe().unwrap()), ..Default::default() };
+        let err = OnnxBackend::load(Path::new("/nonexistent/model.onnx"), &config).unwrap_err();
+        let RuntimeError::Load(message) = err else { panic!("expected a load error, got {err:?}") };
+        assert!(message.starts_with("cannot load ONNX Runtime"), "{message}");
+        assert!(message.contains("ORT_DYLIB_PATH"), "{message}");
+    }
+
+    #[test]
     fn every_v2_type_has_an_onnx_type() {
         let onnx = [
             TensorElementType::Bool,

@@ -373,6 +373,9 @@ impl Worker {
                 continue;
             }
             if !self.run_batch(backend.as_mut(), batch) {
+                if let Some(job) = carried.take() {
+                    reject(job, &self.shared);
+                }
                 return;
             }
         }
@@ -393,7 +396,8 @@ impl Worker {
             return (vec![first], None);
         };
         let mut batch = vec![first];
-        let deadline = Instant::now() + self.config.max_queue_delay;
+        // Bounded so that an absurd setting cannot overflow `Instant`.
+        let deadline = Instant::now() + self.config.max_queue_delay.min(Duration::from_secs(3600));
         while rows < max {
             let remaining = deadline.saturating_duration_since(Instant::now());
             // Past the deadline, requests already queued still join; none is waited for.
@@ -465,8 +469,9 @@ impl Worker {
             Err(panic) => {
                 let reason = format!("the backend panicked: {}", crate::panic_message(panic.as_ref()));
                 tracing::error!(replica = %self.shared.name, "{reason}");
-                answer_all(replies, &RuntimeError::Inference(reason.clone()));
-                self.shared.set_state(ReplicaState::Failed(reason));
+                // Failed before anyone hears of it, so that callers see the new state.
+                self.shared.set_state(ReplicaState::Failed(reason.clone()));
+                answer_all(replies, &RuntimeError::Inference(reason));
                 return false;
             }
         }

@@ -36,14 +36,14 @@ pub fn validate(inputs: &[Tensor], spec: &[IoSpec]) -> Result<(), RuntimeError> 
         }
         match element_count(&tensor.shape) {
             Some(n) if n == tensor.data.len() => {}
-            _ => {
+            Some(n) => {
                 return Err(invalid(format!(
-                    "input '{name}': shape {} needs {} elements, got {}",
+                    "input '{name}': shape {} needs {n} elements, got {}",
                     shape_str(&tensor.shape),
-                    element_count(&tensor.shape).map_or_else(|| "too many".to_owned(), |n| n.to_string()),
                     tensor.data.len()
                 )));
             }
+            None => return Err(invalid(format!("input '{name}': shape {} is too large", shape_str(&tensor.shape)))),
         }
     }
     if let Some(missing) = spec.iter().find(|io| !seen.contains(io.name.as_str())) {
