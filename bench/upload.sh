@@ -158,6 +158,7 @@ push_with_maas() { # version
 }
 
 # --- the runs --------------------------------------------------------------------------
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 for i in $(seq "$RUNS"); do
   log "run $i/$RUNS: dd conv=fsync"
   rm -f "$WORK/copy"
@@ -189,6 +190,8 @@ for i in $(seq "$RUNS"); do
   record push "$SECS" "$base" "$(max "$peak" "$base")" "$CLIENT_KIB"
 done
 
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+
 # The last upload must be the file, byte for byte.
 stored=$(api "$MODEL/versions/$LAST_VERSION" | grep -o '"sha256":"[^"]*"' | head -1 | cut -d'"' -f4)
 [ "$stored" = "$SHA" ] || die "the server stored $stored, expected $SHA"
@@ -198,17 +201,18 @@ MIB=$(awk -v b="$BYTES" 'BEGIN { printf "%.0f", b / 1048576 }')
 REF=$(median ${TIMES[dd]})
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f MiB", k / 1024 }'; }
 row() { # method label
-  local t rate ratio
+  local t rate ratio all
   t=$(median ${TIMES[$1]})
   rate=$(awk -v b="$BYTES" -v t="$t" 'BEGIN { printf "%.0f", b / 1048576 / t }')
   ratio=$(awk -v r="$REF" -v t="$t" 'BEGIN { printf "%.2f×", r / t }')
+  all=$(printf '%s\n' ${TIMES[$1]} | paste -sd' ')
   if [ -n "${GROWTH[$1]:-}" ]; then
     local client="-"
     [ -n "${CLIENT[$1]:-}" ] && client=$(mib "${CLIENT[$1]}")
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$2" "$t" "$rate" "$ratio" \
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$2" "$t" "$all" "$rate" "$ratio" \
       "$(mib "${BASE[$1]}")" "$(mib "${PEAK[$1]}")" "$(mib "${GROWTH[$1]}")" "$client"
   else
-    printf '| %s | %s | %s | %s | - | - | - | - |\n' "$2" "$t" "$rate" "$ratio"
+    printf '| %s | %s | %s | %s | %s | - | - | - | - |\n' "$2" "$t" "$all" "$rate" "$ratio"
   fi
 }
 
@@ -220,14 +224,14 @@ FS=$(df -PT "$WORK" | awk 'NR == 2 { print $2 " on " $1 }')
 echo
 echo "Upload of a $MIB MiB file over loopback, median of $RUNS runs (seconds); ratio = dd time / method time."
 echo
-echo "| method | seconds | MiB/s | vs dd fsync | server RSS before | server RSS peak | growth | client peak RSS |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+echo "| method | seconds | each run | MiB/s | vs dd fsync | server RSS before | server RSS peak | growth | client peak RSS |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 row dd "dd bs=8M conv=fsync (reference)"
 row cp "cp, no fsync (for information)"
 row curl "curl -T, PUT with X-Content-Sha256"
 row push "maas push (hashing included)"
 echo
-echo "\`bench/upload.sh $SIZE\` (RUNS=$RUNS) on $(nproc) CPUs ($CPU), $MEM_TOTAL RAM ($MEM_AVAIL available), $FS, kernel $(uname -r)."
+echo "\`bench/upload.sh $SIZE\` (RUNS=$RUNS) on $(nproc) CPUs ($CPU), $MEM_TOTAL RAM ($MEM_AVAIL available), $FS, kernel $(uname -r); load average $LOAD_BEFORE before the runs, $LOAD_AFTER after."
 
 verdict() { # label ratio-method
   local t ok growth_mib

@@ -114,6 +114,14 @@ impl<S: Send + Sync> FromRequestParts<S> for SessionId {
     }
 }
 
+/// The API key of an `Authorization` value (HTTP header or gRPC metadata): `Bearer <key>`.
+pub fn bearer_secret(value: &str) -> Result<&str, ApiError> {
+    match value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")) {
+        Some(secret) => Ok(secret.trim()),
+        None => Err(ApiError::new(ErrorCode::Unauthenticated, "the Authorization header must be 'Bearer <api key>'")),
+    }
+}
+
 /// The authenticated caller: `Authorization: Bearer <api key>`, else the session cookie.
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
@@ -121,14 +129,8 @@ impl FromRequestParts<AppState> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let ClientIp(ip) = ClientIp::from_request_parts(parts, state).await?;
         if let Some(auth) = parts.headers.get(header::AUTHORIZATION) {
-            let value = auth.to_str().unwrap_or_default();
-            let Some(secret) = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")) else {
-                return Err(ApiError::new(
-                    ErrorCode::Unauthenticated,
-                    "the Authorization header must be 'Bearer <api key>'",
-                ));
-            };
-            return Ok(state.identity.authenticate_key(secret.trim(), ip).await?);
+            let secret = bearer_secret(auth.to_str().unwrap_or_default())?;
+            return Ok(state.identity.authenticate_key(secret, ip).await?);
         }
         let SessionId(session) = SessionId::from_request_parts(parts, state).await?;
         match session {

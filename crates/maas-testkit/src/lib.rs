@@ -49,6 +49,9 @@ pub struct Server {
     child: Child,
     /// e.g. `http://127.0.0.1:41234`
     pub url: String,
+    /// The gRPC address, `host:port` without a scheme (what Triton's client takes), e.g.
+    /// `127.0.0.1:41235`.
+    pub grpc_addr: String,
     /// Every log line the server printed so far is also kept here (JSON lines).
     pub logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     pub data_dir: tempfile::TempDir,
@@ -81,19 +84,26 @@ impl ServerOptions {
 }
 
 impl Server {
-    /// Starts `bin serve --listen 127.0.0.1:0 --data-dir <temp> --log-format json` and waits
-    /// for the `listen_addr` log line.
+    /// Starts `bin serve --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 --data-dir <temp>
+    /// --log-format json` and waits for the `listen_addr` and `grpc_listen_addr` log lines.
     pub fn start(bin: &Path, options: ServerOptions) -> anyhow::Result<Self> {
         let data_dir = tempfile::tempdir()?;
         let mut cmd = Command::new(bin);
         cmd.arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
+            .args(["--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
             .arg(options.data_dir.as_deref().unwrap_or(data_dir.path()))
             .args(&options.args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         // Tests choose the backends explicitly; ignore whatever the environment says.
-        for var in ["MAAS_DATABASE_URL", "MAAS_REDIS_URL", "MAAS_LISTEN", "MAAS_DATA_DIR", "MAAS_LOG_FORMAT"] {
+        for var in [
+            "MAAS_DATABASE_URL",
+            "MAAS_REDIS_URL",
+            "MAAS_LISTEN",
+            "MAAS_GRPC_LISTEN",
+            "MAAS_DATA_DIR",
+            "MAAS_LOG_FORMAT",
+        ] {
             cmd.env_remove(var);
         }
         cmd.envs(options.env.iter().map(|(k, v)| (k, v)));
@@ -110,25 +120,36 @@ impl Server {
             let (tx, logs) = (tx.clone(), logs.clone());
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                        && let Some(addr) = v["listen_addr"].as_str()
-                    {
-                        let _ = tx.send(addr.to_owned());
+                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                        for (key, grpc) in [("listen_addr", false), ("grpc_listen_addr", true)] {
+                            if let Some(addr) = v[key].as_str() {
+                                let _ = tx.send((grpc, addr.to_owned()));
+                            }
+                        }
                     }
                     logs.lock().unwrap_or_else(|p| p.into_inner()).push(line);
                 }
             });
         }
         drop(tx);
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(addr) => Ok(Server { child, url: format!("http://{addr}"), logs, data_dir }),
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let logs = logs.lock().unwrap_or_else(|p| p.into_inner()).join("\n");
-                bail!("the server did not report its address; its output:\n{logs}")
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let (mut http, mut grpc): (Option<String>, Option<String>) = (None, None);
+        let (http, grpc_addr) = loop {
+            if let (Some(http), Some(grpc)) = (&http, &grpc) {
+                break (http.clone(), grpc.clone());
             }
-        }
+            match rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+                Ok((false, addr)) => http = Some(addr),
+                Ok((true, addr)) => grpc = Some(addr),
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let logs = logs.lock().unwrap_or_else(|p| p.into_inner()).join("\n");
+                    bail!("the server did not report its addresses; its output:\n{logs}")
+                }
+            }
+        };
+        Ok(Server { child, url: format!("http://{http}"), grpc_addr, logs, data_dir })
     }
 
     /// `self.url` + `path`.

@@ -29,6 +29,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// HTTP listen address; port 0 picks a free port (the startup log says which).
     pub listen: SocketAddr,
+    /// gRPC listen address (KServe v2 `inference.GRPCInferenceService`); port 0 picks a free
+    /// port (the startup log says which, as `grpc_listen_addr`).
+    pub grpc_listen: SocketAddr,
     /// `postgres://…` to use PostgreSQL; default: SQLite under `data_dir`.
     pub database_url: Option<Secret<String>>,
     /// `redis://…` to keep sessions and counters in Redis; default: in process.
@@ -106,6 +109,7 @@ impl Default for Config {
         Self {
             data_dir: PathBuf::from("maas-data"),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            grpc_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             database_url: None,
             redis_url: None,
             redis_prefix: "maas:".into(),
@@ -127,6 +131,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_listen: Option<SocketAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
 }
@@ -178,6 +184,9 @@ impl Config {
         if self.artifacts.backend == ArtifactsBackend::S3 && self.artifacts.s3.bucket.is_empty() {
             bail!("artifacts.s3.bucket must be set when artifacts.backend is s3");
         }
+        if self.grpc_listen == self.listen && self.listen.port() != 0 {
+            bail!("grpc_listen must differ from listen ({})", self.listen);
+        }
         if self.http.max_body_bytes < 1024 {
             bail!("http.max_body_bytes must be at least 1024");
         }
@@ -214,5 +223,7 @@ mod tests {
         assert!(config.validate().is_err());
         let config = Config { database_url: Some(Secret::new("mysql://x".into())), ..Config::default() };
         assert!(config.validate().is_err());
+        let config = Config { grpc_listen: Config::default().listen, ..Config::default() };
+        assert!(config.validate().is_err(), "HTTP and gRPC on one address");
     }
 }

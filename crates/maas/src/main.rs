@@ -40,6 +40,9 @@ struct ServeArgs {
     /// HTTP listen address (env MAAS_LISTEN; default 127.0.0.1:8080; port 0 = any free port).
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
+    /// gRPC listen address (env MAAS_GRPC_LISTEN; default 127.0.0.1:8081; port 0 = any free port).
+    #[arg(long)]
+    grpc_listen: Option<std::net::SocketAddr>,
     /// Log format (env MAAS_LOG_FORMAT; default text).
     #[arg(long, value_enum)]
     log_format: Option<LogFormat>,
@@ -65,7 +68,12 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve(args) => {
-            let overrides = Overrides { data_dir: args.data_dir, listen: args.listen, log_format: args.log_format };
+            let overrides = Overrides {
+                data_dir: args.data_dir,
+                listen: args.listen,
+                grpc_listen: args.grpc_listen,
+                log_format: args.log_format,
+            };
             match Config::load(args.config.as_deref(), &overrides) {
                 Ok(config) => {
                     init_logging(&config);

@@ -1,4 +1,5 @@
-//! `maas serve`: picks the backends the configuration names and starts the gateway.
+//! `maas serve`: picks the backends the configuration names and starts the gateway (HTTP
+//! and gRPC).
 
 use std::sync::Arc;
 
@@ -13,7 +14,7 @@ use maas_runtime::OnnxConfig;
 
 use crate::config::{ArtifactsBackend, Config};
 
-/// Runs the server until SIGINT/SIGTERM.
+/// Runs the HTTP and gRPC servers until SIGINT/SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(?config, "starting maas {}", env!("CARGO_PKG_VERSION"));
     std::fs::create_dir_all(&config.data_dir)
@@ -77,10 +78,43 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let grpc_listener = tokio::net::TcpListener::bind(config.grpc_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (grpc_listen)", config.grpc_listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(listen_addr = %addr, "listening on http://{addr}");
-    maas_gateway::serve(listener, state, shutdown_signal()).await?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    tracing::info!(grpc_listen_addr = %grpc_addr, "gRPC (KServe v2) listening on {grpc_addr}");
+
+    // One stop signal for both servers: SIGINT/SIGTERM, or either server ending (an error).
+    let (stop, _) = tokio::sync::watch::channel(false);
+    let signal = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            shutdown_signal().await;
+            stop.send_replace(true);
+        }
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stopped| *stopped).await;
+    };
+    let http = maas_gateway::serve(listener, state.clone(), stopped(stop.subscribe()));
+    let grpc = maas_gateway::v2::grpc::serve_grpc(grpc_listener, state, stopped(stop.subscribe()));
+    let http = async {
+        let result = http.await;
+        stop.send_replace(true);
+        result
+    };
+    let grpc = async {
+        let result = grpc.await;
+        stop.send_replace(true);
+        result
+    };
+    let (http, grpc) = tokio::join!(http, grpc);
+    signal.abort();
     controller.shutdown();
+    http.context("the HTTP server failed")?;
+    grpc.context("the gRPC server failed")?;
     tracing::info!("stopped");
     Ok(())
 }

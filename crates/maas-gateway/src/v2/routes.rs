@@ -18,7 +18,7 @@ use utoipa_axum::router::OpenApiRouter;
 use super::codec;
 use super::core::{self, ModelMetadata, TensorMetadata};
 use crate::error::ApiError;
-use crate::extract::{MaybeCaller, Path};
+use crate::extract::Path;
 use crate::state::AppState;
 
 const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -83,10 +83,10 @@ fn parse_target(rest: &str) -> Option<Target> {
 /// GET on a model path: metadata, or readiness with `/ready`.
 async fn model_get(
     State(state): State<AppState>,
-    MaybeCaller(caller): MaybeCaller,
+    caller: Result<Caller, ApiError>,
     Path(rest): Path<String>,
 ) -> V2Result<Response> {
-    let caller = caller.ok_or_else(|| V2Error(maas_auth::AuthError::Unauthenticated.into()))?;
+    let caller = caller?;
     let target = parse_target(&rest).ok_or_else(|| bad_request(format!("'{rest}' is not a v2 model path")))?;
     let endpoint = core::endpoint(&state, &caller, &target.name, target.version.as_deref()).await?;
     match target.action {
@@ -102,11 +102,12 @@ async fn model_get(
 /// POST `…/infer`: JSON or binary tensors in, the same out.
 async fn model_post(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Result<Caller, ApiError>,
     Path(rest): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> V2Result<Response> {
+    let caller = caller?;
     let target = parse_target(&rest).ok_or_else(|| bad_request(format!("'{rest}' is not a v2 model path")))?;
     if target.action != Some("infer") {
         return Err(V2Error(ApiError::new(ErrorCode::MethodNotAllowed, "POST is only for …/infer")));

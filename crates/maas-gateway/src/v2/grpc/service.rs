@@ -1,0 +1,149 @@
+//! `inference.GRPCInferenceService` on the shared v2 operations: each RPC authenticates (API
+//! key in the `authorization` metadata), decodes, calls [`core`], encodes; errors become a
+//! status only in [`super::status`]. Model names are `tenant/name` or a name in the key's
+//! tenant, as over REST.
+
+use maas_auth::{AuthError, Caller};
+use tonic::{Request, Response, Status};
+
+use super::proto::grpc_inference_service_server::GrpcInferenceService;
+use super::proto::model_metadata_response::TensorMetadata;
+use super::proto::{
+    ModelInferRequest, ModelInferResponse, ModelMetadataRequest, ModelMetadataResponse, ModelReadyRequest,
+    ModelReadyResponse, ServerLiveRequest, ServerLiveResponse, ServerMetadataRequest, ServerMetadataResponse,
+    ServerReadyRequest, ServerReadyResponse,
+};
+use super::{status, tensors};
+use crate::error::ApiError;
+use crate::extract::bearer_secret;
+use crate::state::AppState;
+use crate::v2::core;
+use maas_core::ErrorCode;
+
+/// The gRPC inference service over the gateway's state.
+#[derive(Debug, Clone)]
+pub struct InferenceService {
+    state: AppState,
+}
+
+impl InferenceService {
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+
+    /// The client IP: the peer address, or the first `x-forwarded-for` hop behind a trusted proxy.
+    fn client_ip<T>(&self, request: &Request<T>) -> Option<String> {
+        if self.state.config.trust_forwarded_for
+            && let Some(hop) = request
+                .metadata()
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+        {
+            return Some(hop.to_owned());
+        }
+        request.remote_addr().map(|a| a.ip().to_string())
+    }
+
+    /// The caller of an RPC: the API key in `authorization: Bearer maas_…`.
+    async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, ApiError> {
+        let ip = self.client_ip(request);
+        let Some(value) = request.metadata().get("authorization") else {
+            return Err(AuthError::Unauthenticated.into());
+        };
+        let value = value
+            .to_str()
+            .map_err(|_| ApiError::new(ErrorCode::Unauthenticated, "the authorization metadata is not ASCII"))?;
+        Ok(self.state.identity.authenticate_key(bearer_secret(value)?, ip).await?)
+    }
+
+    async fn ready(&self, request: Request<ModelReadyRequest>) -> Result<ModelReadyResponse, ApiError> {
+        let caller = self.caller(&request).await?;
+        let req = request.into_inner();
+        let endpoint = core::endpoint(&self.state, &caller, &req.name, Some(&req.version)).await?;
+        Ok(ModelReadyResponse { ready: endpoint.is_ready() })
+    }
+
+    async fn metadata(&self, request: Request<ModelMetadataRequest>) -> Result<ModelMetadataResponse, ApiError> {
+        let caller = self.caller(&request).await?;
+        let req = request.into_inner();
+        let endpoint = core::endpoint(&self.state, &caller, &req.name, Some(&req.version)).await?;
+        let meta = core::metadata(&endpoint)?;
+        let tensors = |io: Vec<core::TensorMetadata>| {
+            io.into_iter()
+                .map(|t| TensorMetadata { name: t.name, datatype: t.datatype.to_owned(), shape: t.shape })
+                .collect()
+        };
+        Ok(ModelMetadataResponse {
+            name: meta.name,
+            versions: meta.versions,
+            platform: meta.platform.to_owned(),
+            inputs: tensors(meta.inputs),
+            outputs: tensors(meta.outputs),
+        })
+    }
+
+    async fn infer(&self, request: Request<ModelInferRequest>) -> Result<ModelInferResponse, ApiError> {
+        let caller = self.caller(&request).await?;
+        let req = request.into_inner();
+        let endpoint = core::endpoint(&self.state, &caller, &req.model_name, Some(&req.model_version)).await?;
+        let inputs = tensors::decode_inputs(req.inputs, req.raw_input_contents)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.0))?;
+        let outputs = req.outputs.into_iter().map(|o| o.name).collect();
+        let result = core::infer(&self.state, &endpoint, inputs, outputs).await?;
+        let mut response = ModelInferResponse {
+            model_name: endpoint.full_name(),
+            model_version: endpoint.version.version.clone(),
+            id: req.id,
+            ..Default::default()
+        };
+        tensors::encode_outputs(result, &mut response);
+        Ok(response)
+    }
+}
+
+#[tonic::async_trait]
+impl GrpcInferenceService for InferenceService {
+    async fn server_live(&self, _: Request<ServerLiveRequest>) -> Result<Response<ServerLiveResponse>, Status> {
+        Ok(Response::new(ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(&self, _: Request<ServerReadyRequest>) -> Result<Response<ServerReadyResponse>, Status> {
+        let ready = match self.state.identity.ready().await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "not ready");
+                false
+            }
+        };
+        Ok(Response::new(ServerReadyResponse { ready }))
+    }
+
+    async fn model_ready(&self, request: Request<ModelReadyRequest>) -> Result<Response<ModelReadyResponse>, Status> {
+        self.ready(request).await.map(Response::new).map_err(status)
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<ServerMetadataRequest>,
+    ) -> Result<Response<ServerMetadataResponse>, Status> {
+        Ok(Response::new(ServerMetadataResponse {
+            name: "maas".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            extensions: vec!["binary_tensor_data".into()],
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        request: Request<ModelMetadataRequest>,
+    ) -> Result<Response<ModelMetadataResponse>, Status> {
+        self.metadata(request).await.map(Response::new).map_err(status)
+    }
+
+    async fn model_infer(&self, request: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, Status> {
+        self.infer(request).await.map(Response::new).map_err(status)
+    }
+}
