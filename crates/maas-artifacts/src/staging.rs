@@ -1,7 +1,8 @@
 //! The staging area: uploads being received, one file per upload under the data dir.
 //!
-//! Bytes are written and hashed on a blocking thread fed through a small bounded channel, so
-//! memory stays flat whatever the upload size and the async executor never waits on disk.
+//! Bytes are written on a blocking thread fed through a small bounded channel (hashed on a
+//! second thread, flushed to disk in the background by a third), so memory stays flat
+//! whatever the upload size and the async executor never waits on disk.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,69 @@ use crate::{ArtifactError, Digest};
 /// Chunks in flight between the request body and the writer thread (about 1 MiB at the
 /// typical 64 KiB chunk size): the memory bound of one upload.
 const CHANNEL_CHUNKS: usize = 16;
+
+/// Bytes written between two background flushes to disk.
+const FLUSH_EVERY: u64 = 64 << 20;
+
+/// SHA-256 on its own thread, fed the chunks as they are written.
+struct Hasher {
+    tx: std::sync::mpsc::SyncSender<Bytes>,
+    thread: std::thread::JoinHandle<Sha256>,
+}
+
+impl Hasher {
+    fn start() -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(CHANNEL_CHUNKS);
+        let thread = std::thread::spawn(move || {
+            let mut hasher = Sha256::new();
+            for chunk in rx {
+                hasher.update(&chunk);
+            }
+            hasher
+        });
+        Self { tx, thread }
+    }
+
+    fn feed(&self, chunk: Bytes) {
+        // A send fails only if the thread is gone; `finish` reports that.
+        let _ = self.tx.send(chunk);
+    }
+
+    fn finish(self) -> Result<Sha256, std::io::Error> {
+        drop(self.tx);
+        self.thread.join().map_err(|_| std::io::Error::other("the hashing thread panicked"))
+    }
+}
+
+/// Starts writing dirty pages to disk while the upload goes on (an `fdatasync` on a second
+/// handle of the file), so the final sync has little left to do.
+struct Flusher {
+    tx: std::sync::mpsc::SyncSender<()>,
+    thread: std::thread::JoinHandle<std::io::Result<()>>,
+}
+
+impl Flusher {
+    fn start(file: std::fs::File) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = std::thread::spawn(move || {
+            for () in rx {
+                file.sync_data()?;
+            }
+            Ok(())
+        });
+        Self { tx, thread }
+    }
+
+    /// Asks for a flush unless one is already pending.
+    fn nudge(&self) {
+        let _ = self.tx.try_send(());
+    }
+
+    fn finish(self) -> std::io::Result<()> {
+        drop(self.tx);
+        self.thread.join().map_err(|_| std::io::Error::other("the flushing thread panicked"))?
+    }
+}
 
 /// The local spool where uploads are assembled.
 #[derive(Debug, Clone)]
@@ -106,19 +170,30 @@ impl Staging {
         let writer_path = path.clone();
         let writer = tokio::task::spawn_blocking(move || -> Result<(u64, Option<Sha256>), std::io::Error> {
             let file = std::fs::OpenOptions::new().create(true).append(true).open(&writer_path)?;
+            // Hashing and flushing to disk run beside the writes, so that a large upload is
+            // hashed and mostly on disk by the time its last byte arrives.
+            let hasher = (offset == 0).then(Hasher::start);
+            let flusher = Flusher::start(file.try_clone()?);
             let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-            let mut hasher = (offset == 0).then(Sha256::new);
             let mut written = 0u64;
+            let mut unflushed = 0u64;
             while let Some(chunk) = rx.blocking_recv() {
                 out.write_all(&chunk)?;
-                if let Some(h) = hasher.as_mut() {
-                    h.update(&chunk);
-                }
                 written += chunk.len() as u64;
+                unflushed += chunk.len() as u64;
+                if unflushed >= FLUSH_EVERY {
+                    out.flush()?;
+                    flusher.nudge();
+                    unflushed = 0;
+                }
+                if let Some(h) = &hasher {
+                    h.feed(chunk);
+                }
             }
             let file = out.into_inner().map_err(|e| e.into_error())?;
+            flusher.finish()?;
             file.sync_data()?;
-            Ok((written, hasher))
+            Ok((written, hasher.map(Hasher::finish).transpose()?))
         });
 
         let mut body = std::pin::pin!(body);
