@@ -42,10 +42,9 @@ impl Client {
         if response.status().is_success() {
             return Ok(response);
         }
-        let status = response.status().as_u16();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        let field = |name: &str| body["error"][name].as_str().unwrap_or_default().to_owned();
-        Err(CliError::Api { status, code: field("code"), message: field("message") })
+        let status = response.status();
+        let body = response.bytes().await.unwrap_or_default();
+        Err(api_error(status, &body))
     }
 
     /// Sends and decodes a JSON answer (`null` for an empty body).
@@ -56,6 +55,30 @@ impl Client {
         }
         serde_json::from_slice(&bytes).map_err(CliError::Response)
     }
+}
+
+/// Decodes an error answer: the management API's `{"error": {"code", "message"}}`, or the v2
+/// inference API's `{"error": "…", "code": "…"}`; any other body (a proxy's page, nothing)
+/// keeps the status with a short excerpt of the text, or the status's reason.
+pub fn api_error(status: reqwest::StatusCode, body: &[u8]) -> CliError {
+    let value: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let text = |v: &Value| v.as_str().unwrap_or_default().trim().to_owned();
+    let (code, message) = match &value["error"] {
+        Value::String(message) => (text(&value["code"]), message.trim().to_owned()),
+        error @ Value::Object(_) => (text(&error["code"]), text(&error["message"])),
+        _ => (String::new(), String::new()),
+    };
+    let message = if !message.is_empty() {
+        message
+    } else if value.is_null() && !String::from_utf8_lossy(body).trim().is_empty() {
+        let raw = String::from_utf8_lossy(body);
+        let excerpt: String = raw.trim().chars().take(200).collect();
+        if raw.trim().chars().count() > 200 { format!("{excerpt}…") } else { excerpt }
+    } else {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    };
+    let code = if code.is_empty() { "http_error".to_owned() } else { code };
+    CliError::Api { status: status.as_u16(), code, message }
 }
 
 /// The session id in a response's `Set-Cookie`, if it sets one.
@@ -141,5 +164,26 @@ mod tests {
         assert_eq!(file_path("1_Pooling/config.json"), "1_Pooling/config.json");
         assert_eq!(file_path("a b/c#d%e@f.txt"), "a%20b/c%23d%25e%40f.txt");
         assert_eq!(file_path("é"), "%C3%A9");
+    }
+
+    #[test]
+    fn both_error_shapes_decode() {
+        let decode = |status: u16, body: &str| match api_error(
+            reqwest::StatusCode::from_u16(status).unwrap(),
+            body.as_bytes(),
+        ) {
+            CliError::Api { status, code, message } => (status, code, message),
+            other => panic!("{other}"),
+        };
+        let management = r#"{"error": {"code": "deployment_not_found", "message": "deployment 'a/b' not found"}}"#;
+        assert_eq!(decode(404, management), (404, "deployment_not_found".into(), "deployment 'a/b' not found".into()));
+        let v2 = r#"{"error": "input 'INPUT0': expected INT32, got FP32", "code": "invalid_request"}"#;
+        assert_eq!(decode(400, v2), (400, "invalid_request".into(), "input 'INPUT0': expected INT32, got FP32".into()));
+        assert_eq!(
+            decode(502, "<html>bad gateway</html>"),
+            (502, "http_error".into(), "<html>bad gateway</html>".into())
+        );
+        assert_eq!(decode(503, ""), (503, "http_error".into(), "Service Unavailable".into()));
+        assert_eq!(decode(500, r#"{"unexpected": 1}"#).2, "Internal Server Error");
     }
 }

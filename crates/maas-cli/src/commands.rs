@@ -7,11 +7,13 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::client::{self, Auth, Client};
+use crate::deployments::{DeployArgs, DeploymentsCommand};
 use crate::models::ModelsCommand;
 use crate::output::{self, Output, field};
+use crate::predict::PredictArgs;
 use crate::pull::PullArgs;
 use crate::push::PushArgs;
-use crate::{CliError, Credentials, models, pull, push};
+use crate::{CliError, Credentials, deployments, models, predict, pull, push};
 
 /// Options every client command takes.
 #[derive(Debug, Clone, Args)]
@@ -55,6 +57,13 @@ pub enum Command {
     Push(PushArgs),
     /// Download a model version's files into a directory; resumes partial downloads.
     Pull(PullArgs),
+    /// Serve a published ONNX model version as an inference endpoint TENANT/NAME.
+    Deploy(DeployArgs),
+    /// Deployments: list, show, update, delete.
+    #[command(subcommand)]
+    Deployments(DeploymentsCommand),
+    /// Run one inference on a deployment (v2 protocol, JSON tensors from .npy files or JSON).
+    Predict(PredictArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -161,6 +170,9 @@ pub async fn run(global: &GlobalArgs, command: Command) -> Result<(), CliError> 
         Command::Models(cmd) => models::run(server, out, cmd).await,
         Command::Push(args) => push::run(server, out, args).await,
         Command::Pull(args) => pull::run(server, out, args).await,
+        Command::Deploy(args) => deployments::deploy(server, out, args).await,
+        Command::Deployments(cmd) => deployments::run(server, out, cmd).await,
+        Command::Predict(args) => predict::run(server, out, args).await,
     }
 }
 

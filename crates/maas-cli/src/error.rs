@@ -34,6 +34,12 @@ pub enum CliError {
     UnsafePath(String),
     #[error("{path}: giving up after {attempts} attempts: {last}")]
     GaveUp { path: String, attempts: u32, last: Box<CliError> },
+    #[error("deployment {name} failed: {reasons}")]
+    DeploymentFailed { name: String, reasons: String },
+    #[error("deployment {name} is still {state} after {secs} s: see `maas deployments show {name}`")]
+    WaitTimedOut { name: String, state: String, secs: u64 },
+    #[error("input '{name}': {message}")]
+    Input { name: String, message: String },
     #[error("a background task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }

@@ -4,10 +4,13 @@
 mod client;
 mod commands;
 mod credentials;
+mod deployments;
 mod error;
 mod files;
 mod models;
+mod npy;
 mod output;
+mod predict;
 mod progress;
 mod pull;
 mod push;
