@@ -260,3 +260,43 @@ pub fn models_dir() -> std::path::PathBuf {
         std::env::var("MAAS_TEST_MODELS_DIR").expect("MAAS_TEST_MODELS_DIR is not set: use scripts/test.sh"),
     )
 }
+
+/// Running the `maas` CLI against a test server.
+pub mod cli {
+    use std::path::Path;
+    use std::process::{Command, Output, Stdio};
+
+    use super::Server;
+
+    /// Runs `bin ARGS` with its own config dir, pointed at `server`, with no credentials from
+    /// the environment and no standard input.
+    pub fn run(bin: &Path, config_dir: &Path, server: &Server, args: &[&str]) -> Output {
+        Command::new(bin)
+            .args(args)
+            .env("MAAS_CONFIG_DIR", config_dir)
+            .env("MAAS_SERVER", &server.url)
+            .env_remove("MAAS_API_KEY")
+            .env_remove("MAAS_PASSWORD")
+            .stdin(Stdio::null())
+            .output()
+            .expect("maas runs")
+    }
+
+    /// The standard output of a run that must have succeeded.
+    pub fn ok(output: &Output) -> String {
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(output.status.success(), "failed: {}\n{stdout}", String::from_utf8_lossy(&output.stderr));
+        stdout
+    }
+
+    /// The standard error of a run that must have failed.
+    pub fn fails(output: &Output) -> String {
+        assert!(!output.status.success(), "expected a failure: {}", String::from_utf8_lossy(&output.stdout));
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    }
+
+    /// The JSON a successful `--output json` run printed.
+    pub fn json_of(output: &Output) -> serde_json::Value {
+        serde_json::from_str(&ok(output)).expect("--output json prints JSON")
+    }
+}

@@ -1,7 +1,9 @@
 //! The CLI end to end: the `maas` binary's client commands against a real `maas serve`.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
+
+use maas_testkit::cli::{json_of, ok};
 
 use maas_testkit::{Server, ServerOptions, client, password_of, register};
 use serde_json::Value;
@@ -10,25 +12,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_maas");
 
 /// Runs `maas ARGS` with its own config dir, pointed at `server`.
 fn maas(config_dir: &Path, server: &Server, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("MAAS_CONFIG_DIR", config_dir)
-        .env("MAAS_SERVER", &server.url)
-        .env_remove("MAAS_API_KEY")
-        .env_remove("MAAS_PASSWORD")
-        .stdin(Stdio::null())
-        .output()
-        .expect("maas runs")
-}
-
-fn ok(output: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(output.status.success(), "failed: {}\n{stdout}", String::from_utf8_lossy(&output.stderr));
-    stdout
-}
-
-fn json_of(output: &Output) -> Value {
-    serde_json::from_str(&ok(output)).expect("--output json prints JSON")
+    maas_testkit::cli::run(Path::new(BIN), config_dir, server, args)
 }
 
 #[tokio::test]

@@ -3,7 +3,9 @@
 //! `.npy` and JSON inputs, the server's v2 errors, API keys, changing versions, deleting.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
+
+use maas_testkit::cli::{fails, json_of, ok};
 
 use maas_testkit::{Server, ServerOptions, password_of, register};
 use serde_json::{Value, json};
@@ -12,30 +14,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_maas");
 
 /// Runs `maas ARGS` with its own config dir, pointed at `server`.
 fn maas(config_dir: &Path, server: &Server, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("MAAS_CONFIG_DIR", config_dir)
-        .env("MAAS_SERVER", &server.url)
-        .env_remove("MAAS_API_KEY")
-        .env_remove("MAAS_PASSWORD")
-        .stdin(Stdio::null())
-        .output()
-        .expect("maas runs")
-}
-
-fn ok(output: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(output.status.success(), "failed: {}\n{stdout}", String::from_utf8_lossy(&output.stderr));
-    stdout
-}
-
-fn fails(output: &Output) -> String {
-    assert!(!output.status.success(), "expected a failure: {}", String::from_utf8_lossy(&output.stdout));
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn json_of(output: &Output) -> Value {
-    serde_json::from_str(&ok(output)).expect("--output json prints JSON")
+    maas_testkit::cli::run(Path::new(BIN), config_dir, server, args)
 }
 
 fn onnx_dir() -> std::path::PathBuf {
