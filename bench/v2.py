@@ -2,7 +2,7 @@
 """KServe v2 inference through `maas serve` compared with ONNX Runtime's own Python API.
 
 Run by bench/v2.sh, which starts the server; alone it needs a running `maas serve` with an
-empty store (this script registers the first user) and the venv of scripts/pyenv.sh.
+empty store (this script registers the first two users) and the venv of scripts/pyenv.sh.
 
 Rows (bench/README.md has the method):
   (a) onnxruntime.InferenceSession in this process on open-nsfw (ResNet-50), batch B: the reference
@@ -25,7 +25,6 @@ import hashlib
 import http.client
 import json
 import os
-import statistics
 import sys
 import threading
 import time
@@ -141,9 +140,6 @@ class CpuMeter:
         self.machine = (busy - self.busy0) / max(1, total - self.total0) * cpus * self.wall
         self.other = max(0.0, self.machine - self.me - (self.server if self.server_pid else 0.0))
 
-    def cores(self, seconds: float) -> str:
-        return f"{seconds / self.wall:.2f}"
-
 
 def background_load(seconds: float = 2.0) -> float:
     """Fraction of the machine's CPU busy while this script sleeps (others' work)."""
@@ -168,12 +164,15 @@ class Platform:
         return r.json() if r.content else None
 
     def setup_user(self) -> None:
-        self._call(
-            "POST",
-            "/api/v1/auth/register",
-            (200, 201),
-            json={"username": TENANT, "email": f"{TENANT}@example.com", "password": PASSWORD},
-        )
+        # The first user becomes platform admin, whose calls skip the membership check: register
+        # one before the benchmark's user, so that its calls take the path of any other user's.
+        for user in ("bench-admin", TENANT):
+            self._call(
+                "POST",
+                "/api/v1/auth/register",
+                (200, 201),
+                json={"username": user, "email": f"{user}@example.com", "password": PASSWORD},
+            )
         self._call("POST", "/api/v1/auth/login", (200,), json={"username": TENANT, "password": PASSWORD})
 
     def publish(self, name: str, path: str) -> None:
@@ -290,7 +289,31 @@ class V2Clients:
         md = (("authorization", f"Bearer {self.key}"),)
         return lambda: method(body, metadata=md)
 
-    def minimal_http(self, model: str, body: bytes, content_type: str, extra: dict | None = None):
+    def raw_grpc_method(self, method: str, body: bytes):
+        """Any unary method of the v2 service with a pre-serialized request."""
+        call = grpc.insecure_channel(self.grpc_addr).unary_unary(
+            f"/inference.GRPCInferenceService/{method}", request_serializer=None, response_deserializer=None
+        )
+        md = (("authorization", f"Bearer {self.key}"),)
+        return lambda: call(body, metadata=md)
+
+    def minimal_get(self, path: str):
+        """A keep-alive http.client GET (with the key); the answer is read as bytes."""
+        host, port = self.http_addr.rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port), timeout=600)
+        headers = {"authorization": f"Bearer {self.key}"}
+
+        def call():
+            conn.request("GET", path, headers=headers)
+            r = conn.getresponse()
+            data = r.read()
+            if r.status != 200:
+                raise RuntimeError(f"GET {path}: {r.status} {data[:300]!r}")
+            return data
+
+        return call
+
+    def minimal_http(self, model: str, body: bytes, content_type: str, extra: dict | None = None, expect: int = 200):
         """A keep-alive http.client POST of a prebuilt body; the answer is read as bytes."""
         host, port = self.http_addr.rsplit(":", 1)
         conn = http.client.HTTPConnection(host, int(port), timeout=600)
@@ -301,7 +324,7 @@ class V2Clients:
             conn.request("POST", path, body=body, headers=headers)
             r = conn.getresponse()
             data = r.read()
-            if r.status != 200:
+            if r.status != expect:
                 raise RuntimeError(f"POST {path}: {r.status} {data[:300]!r}")
             return data
 
@@ -347,13 +370,38 @@ def run_throughput(args, clients: V2Clients, model_path: str) -> dict:
     sess = reference_session(model_path, args.threads)
     expected = sess.run(None, feed)[0]
     model = f"{TENANT}/nsfw"
+    body, extra = binary_body(feed, "FP32", [NSFW_OUTPUT])
+    # The same bytes under an input name the model does not have: decoded in full, then refused
+    # before it is queued; the transport and decoding without the model run.
+    bad = {"not-an-input": x}
+    bad_body, bad_extra = binary_body(bad, "FP32", [NSFW_OUTPUT])
+    grpc_bad = clients.raw_grpc(model, bad, "FP32")
+
+    def grpc_refused():
+        try:
+            grpc_bad()
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                raise
+            return
+        raise RuntimeError("the request with an unknown input was accepted")
+
     variants = {
         "ref": lambda: sess.run(None, feed),
         "rest": clients.triton_http(model, feed, "FP32", [NSFW_OUTPUT]),
         "grpc": clients.triton_grpc(model, feed, "FP32", [NSFW_OUTPUT]),
+        "rest_min": clients.minimal_http(model, body, "application/octet-stream", extra),
+        "grpc_min": clients.raw_grpc(model, feed, "FP32"),
+        "rest_refused": clients.minimal_http(model, bad_body, "application/octet-stream", bad_extra, expect=400),
+        "grpc_refused": grpc_refused,
     }
     check_nsfw(expected, variants["rest"]().as_numpy(NSFW_OUTPUT), "REST")
     check_nsfw(expected, variants["grpc"]().as_numpy(NSFW_OUTPUT), "gRPC")
+    raw = service_pb2.ModelInferResponse.FromString(variants["grpc_min"]()).raw_output_contents[0]
+    check_nsfw(expected, np.frombuffer(raw, dtype="<f4").reshape(expected.shape), "gRPC, raw call")
+    reply = variants["rest_min"]()
+    head_len = len(reply) - expected.nbytes
+    check_nsfw(expected, np.frombuffer(reply[head_len:], dtype="<f4").reshape(expected.shape), "REST, http.client")
     log(f"(a)/(b) warm-up: {args.warmup} calls of each")
     for fn in variants.values():
         for _ in range(args.warmup):
@@ -393,6 +441,13 @@ def run_latency(args, clients: V2Clients, model_path: str) -> dict:
         "grpc_min": clients.raw_grpc(model, feed, "INT32"),
         "rest_triton": clients.triton_http(model, feed, "INT32", outputs),
         "grpc_triton": clients.triton_grpc(model, feed, "INT32", outputs),
+        # Where the time goes: the transport alone, then authentication and routing without a model run.
+        "rest_live": clients.minimal_get("/v2/health/live"),
+        "rest_ready": clients.minimal_get(f"/v2/models/{model}/ready"),
+        "grpc_live": clients.raw_grpc_method("ServerLive", service_pb2.ServerLiveRequest().SerializeToString()),
+        "grpc_ready": clients.raw_grpc_method(
+            "ModelReady", service_pb2.ModelReadyRequest(name=model).SerializeToString()
+        ),
     }
     # Every client gets the right answer once.
     want = [a + b, a - b]
@@ -405,6 +460,7 @@ def run_latency(args, clients: V2Clients, model_path: str) -> dict:
         r = variants[name]()
         assert all(np.array_equal(r.as_numpy(o), w) for o, w in zip(outputs, want)), name
     variants["rest_min_bin"]()
+    assert service_pb2.ModelReadyResponse.FromString(variants["grpc_ready"]()).ready
     log(f"(c) warm-up: {args.latency_warmup} calls of each")
     for fn in variants.values():
         for _ in range(args.latency_warmup):
@@ -413,21 +469,26 @@ def run_latency(args, clients: V2Clients, model_path: str) -> dict:
     return interleaved(variants, args.latency_calls, args.rounds, 1)
 
 
-def run_concurrency(args, clients: V2Clients, endpoint: str, arrays: dict[str, np.ndarray], dtype: str) -> dict:
-    """(d): args.clients threads, each with its own connection, calling for args.duration s."""
-    model = f"{TENANT}/{endpoint}"
-    n = args.clients
-    if args.d_client == "grpc":
-        # One channel (one TCP connection) per thread: no client-side multiplexing.
-        opts = [("grpc.use_local_subchannel_pool", 1)]
-        calls = [clients.raw_grpc(model, arrays, dtype, grpc.insecure_channel(clients.grpc_addr, options=opts)) for _ in range(n)]
-    else:
-        body, extra = binary_body(arrays, dtype, [])
-        calls = [clients.minimal_http(model, body, "application/octet-stream", extra) for _ in range(n)]
-    for c in calls:  # connect and warm up
-        c()
-    counts = [0] * n
-    errors = [0] * n
+def run_ceiling(args, path: str, feed_for) -> dict:
+    """onnxruntime in-process at batch 1 and at batch args.clients: the most batching can give."""
+    sess = reference_session(path, args.threads)
+    out = {}
+    for rows in (1, args.clients):
+        feed = feed_for(rows)
+        for _ in range(2):
+            sess.run(None, feed)
+        series = Series(rows_per_call=rows)
+        deadline = time.perf_counter() + args.ceiling_seconds
+        while time.perf_counter() < deadline or len(series.latencies) < 3:
+            timed_calls(lambda: sess.run(None, feed), 1, series)
+        out[rows] = series
+    return out
+
+
+def concurrent_span(args, calls: list, seconds: float) -> dict:
+    """len(calls) threads call in a loop; counts what completes during `seconds` after a warm-up."""
+    n = len(calls)
+    counts, errors = [0] * n, [0] * n
     latencies: list[list[float]] = [[] for _ in range(n)]
     barrier = threading.Barrier(n + 1)
     stop = threading.Event()
@@ -446,30 +507,64 @@ def run_concurrency(args, clients: V2Clients, endpoint: str, arrays: dict[str, n
             lat.append(perf() - t0)
             counts[i] += 1
 
-    # Warm-up at full concurrency (batches form, threads spin up), then the measured span.
+    # A short warm-up at full concurrency (batches form), then the measured span.
     with concurrent.futures.ThreadPoolExecutor(n) as pool:
         futures = [pool.submit(worker, i) for i in range(n)]
         barrier.wait()
         time.sleep(args.d_warmup)
-        c0 = sum(counts)
-        e0 = sum(errors)
+        c0, e0 = sum(counts), sum(errors)
         lat0 = [len(x) for x in latencies]
         with CpuMeter(args.server_pid) as m:
-            time.sleep(args.duration)
+            time.sleep(seconds)
             c1 = sum(counts)
         e1 = sum(errors)
         stop.set()
         for f in futures:
             f.result()
-    lat = [v for x, k in zip(latencies, lat0) for v in x[k:]]
     return {
         "requests": c1 - c0,
         "errors": e1 - e0,
-        "rps": (c1 - c0) / m.wall,
-        "p50": percentile(lat, 50) if lat else float("nan"),
-        "p99": percentile(lat, 99) if lat else float("nan"),
-        "cpu": m,
+        "latencies": [v for x, k in zip(latencies, lat0) for v in x[k:]],
+        "cpu": (m.wall, m.server, m.me, m.other),
     }
+
+
+def run_concurrency(args, clients: V2Clients, m: str, arrays: dict[str, np.ndarray], dtype: str) -> dict:
+    """(d): args.clients threads, each with its own connection, batching off and on, in spans
+    ordered off, on, on, off (args.duration seconds per configuration in all), so that a drift
+    of the machine's speed hits both alike."""
+    calls = {}
+    for mode in ("off", "on"):
+        model = f"{TENANT}/{m}-{mode}"
+        if args.d_client == "grpc":
+            # One channel (one TCP connection) per thread: no client-side multiplexing.
+            opts = [("grpc.use_local_subchannel_pool", 1)]
+            calls[mode] = [
+                clients.raw_grpc(model, arrays, dtype, grpc.insecure_channel(clients.grpc_addr, options=opts))
+                for _ in range(args.clients)
+            ]
+        else:
+            body, extra = binary_body(arrays, dtype, [])
+            calls[mode] = [
+                clients.minimal_http(model, body, "application/octet-stream", extra) for _ in range(args.clients)
+            ]
+        for c in calls[mode]:  # connect
+            c()
+    out = {mode: {"requests": 0, "errors": 0, "latencies": [], "cpu": [0.0] * 4} for mode in calls}
+    for mode in ("off", "on", "on", "off"):
+        log(f"(d) {m} batching {mode}: {args.clients} clients ({args.d_client}), {args.duration / 2:.1f} s")
+        r = concurrent_span(args, calls[mode], args.duration / 2)
+        o = out[mode]
+        o["requests"] += r["requests"]
+        o["errors"] += r["errors"]
+        o["latencies"] += r["latencies"]
+        o["cpu"] = [a + b for a, b in zip(o["cpu"], r["cpu"])]
+    for o in out.values():
+        lat = o.pop("latencies")
+        o["rps"] = o["requests"] / o["cpu"][0]
+        o["p50"] = percentile(lat, 50) if lat else float("nan")
+        o["p99"] = percentile(lat, 99) if lat else float("nan")
+    return out
 
 
 # --- main -----------------------------------------------------------------------------------
@@ -486,15 +581,16 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=8, help="(a)/(b) batch size")
     p.add_argument("--iterations", type=int, default=200, help="(a)/(b) timed calls of each variant")
     p.add_argument("--warmup", type=int, default=10, help="(a)/(b) warm-up calls of each variant")
-    p.add_argument("--rounds", type=int, default=4, help="rounds that alternate the variants, (a)/(b) and (c)")
+    p.add_argument("--rounds", type=int, default=10, help="rounds that alternate the variants, (a)/(b) and (c)")
     p.add_argument("--latency-calls", type=int, default=4000, help="(c) timed calls of each variant")
     p.add_argument("--latency-warmup", type=int, default=300, help="(c) warm-up calls of each variant")
     p.add_argument("--clients", type=int, default=32, help="(d) concurrent client threads")
     p.add_argument("--duration", type=float, default=10.0, help="(d) measured seconds per configuration")
-    p.add_argument("--d-warmup", type=float, default=2.0, help="(d) seconds at full load before measuring")
+    p.add_argument("--d-warmup", type=float, default=1.0, help="(d) seconds at full load before each measured span")
     p.add_argument("--d-client", choices=["grpc", "rest"], default="grpc", help="(d) protocol of the clients")
     p.add_argument("--d-models", default="dense,nsfw", help="(d) models: dense, nsfw or both")
     p.add_argument("--max-queue-delay-us", type=int, default=2000, help="(d) delay of the batching-on deployments")
+    p.add_argument("--ceiling-seconds", type=float, default=3.0, help="(d) seconds of in-process runs per batch size")
     p.add_argument("--command", default=" ".join(sys.argv), help="the command line to print")
     p.add_argument("--skip", default="", help="comma-separated parts to skip: b, c, d")
     args = p.parse_args()
@@ -542,10 +638,16 @@ def main() -> int:
             "nsfw": ({NSFW_INPUT: np.random.default_rng(1).random((1, 224, 224, 3), dtype=np.float32)}, "FP32"),
         }
         results["d"] = {}
+        results["ceiling"] = {}
+        paths = {"dense": dense, "nsfw": nsfw}
         for m in d_models:
-            for mode in ("off", "on"):
-                log(f"(d) {m} batching {mode}: {args.clients} clients ({args.d_client}), {args.duration:.0f} s")
-                results["d"][(m, mode)] = run_concurrency(args, clients, f"{m}-{mode}", *inputs[m])
+            arrays, _ = inputs[m]
+            log(f"(d) {m}: onnxruntime in-process at batch 1 and {args.clients}")
+            results["ceiling"][m] = run_ceiling(
+                args, paths[m], lambda rows, a=arrays: {k: np.repeat(v, rows, axis=0) for k, v in a.items()}
+            )
+            for mode, r in run_concurrency(args, clients, m, *inputs[m]).items():
+                results["d"][(m, mode)] = r
     load_after = open("/proc/loadavg").read().split()[:3]
     report(args, results, d_models, idle, load_before, load_after)
     return 0
@@ -579,6 +681,21 @@ def report(args, results: dict, d_models: list[str], idle: float, load_before, l
             w(f"| (b) {label}, same model, batch and input | {x.throughput:.1f} img/s; p50 {ms(x.p(50))} ms, "
               f"p99 {ms(x.p(99))} ms | {ref.throughput:.1f} img/s | {ratio:.3f}× (p50 {x.p(50) / ref.p(50):.3f}× "
               f"the latency) | ≥ 0.95× throughput at batch ≥ 8 | {verdict(ratio >= 0.95)} |")
+        for name, label in (
+            ("rest_min", "REST binary, minimal client (http.client, prebuilt body)"),
+            ("grpc_min", "gRPC, minimal client (raw call, pre-serialized request)"),
+        ):
+            x = s[name]
+            w(f"| (b) {label} | {x.throughput:.1f} img/s; p50 {ms(x.p(50))} ms, p99 {ms(x.p(99))} ms | "
+              f"{ref.throughput:.1f} img/s | {x.throughput / ref.throughput:.3f}× | for information | — |")
+        for name, label in (
+            ("rest_refused", "REST, minimal client"),
+            ("grpc_refused", "gRPC, raw call"),
+        ):
+            x = s[name]
+            w(f"| (b) where the time goes: the same {args.batch}-image request with an unknown input name "
+              f"(sent, decoded, refused before the model), {label} | p50 {ms(x.p(50))} ms, p99 {ms(x.p(99))} ms | "
+              f"— | — | for information | — |")
     if "c" in results:
         s = results["c"]
         d = s["direct"].p(50)
@@ -592,6 +709,14 @@ def report(args, results: dict, d_models: list[str], idle: float, load_before, l
             ("rest_triton", "REST binary, tritonclient.http", False),
             ("grpc_triton", "gRPC, tritonclient.grpc", False),
         )
+        rows += (
+            ("rest_live", "where the time goes: REST `GET /v2/health/live` (no key, no model), minimal client", False),
+            ("rest_ready", "where the time goes: REST `GET /v2/models/{name}/ready` (key checked, model resolved, "
+             "no run), minimal client", False),
+            ("grpc_live", "where the time goes: gRPC `ServerLive` (no key checked, no model), raw call", False),
+            ("grpc_ready", "where the time goes: gRPC `ModelReady` (key checked, model resolved, no run), raw call",
+             False),
+        )
         for name, label, judged in rows:
             x = s[name]
             added = x.p(50) - d
@@ -603,28 +728,48 @@ def report(args, results: dict, d_models: list[str], idle: float, load_before, l
         for m in d_models:
             off, on = results["d"][(m, "off")], results["d"][(m, "on")]
             ratio = on["rps"] / off["rps"]
+            c1, c32 = results["ceiling"][m][1], results["ceiling"][m][args.clients]
+            w(f"| (d) ceiling: onnxruntime in-process, {names[m]}, batch {args.clients} vs batch 1 | "
+              f"batch {args.clients}: {c32.throughput:.1f} rows/s | batch 1: {c1.throughput:.1f} rows/s "
+              f"(p50 {ms(c1.p(50))} ms) | {c32.throughput / c1.throughput:.2f}× | the most batching can give | — |")
             w(f"| (d) {names[m]}, batch 1 per request, {args.clients} clients ({args.d_client}), {args.duration:.0f} s: "
               f"batching on (max_batch_size {args.clients}, max_queue_delay_us {args.max_queue_delay_us}) vs off | "
               f"on {on['rps']:.1f} req/s (p50 {ms(on['p50'])} ms) | off {off['rps']:.1f} req/s (p50 {ms(off['p50'])} ms) | "
               f"{ratio:.2f}× | ≥ 2.5× | {verdict(ratio >= 2.5)} |")
     w("")
+    w("(b): throughput = rows per second over sequential calls, as a ratio to (a); the p50 ratio is server latency "
+      "over in-process latency. (c): added = p50 of the v2 call − p50 of `session.run`, judged on the minimal "
+      "clients (the least Python client work: no tensor encoding or response parsing); it still includes that "
+      "client's send and receive and the loopback, which the `/v2/health/live` and `ServerLive` rows show alone. "
+      "(d): requests completed per second by all clients together, each configuration measured in two spans "
+      "ordered off, on, on, off; the ceiling rows are the same model in-process at batch "
+      f"{args.clients} vs batch 1, the most that batching could give if the server cost nothing per request.")
+    w("")
     w("Where the CPU went (cores in use on average while measuring; the machine has "
       f"{os.cpu_count()}): server = `maas serve`, client = this Python process, other = everything else.")
     w("")
-    w("| measurement | server | client | other | calls |")
-    w("| --- | ---: | ---: | ---: | ---: |")
+    w("| measurement | server | client | other | calls | server CPU per call |")
+    w("| --- | ---: | ---: | ---: | ---: | ---: |")
     if "b" in results:
-        for name, label in (("ref", "(a) onnxruntime in-process"), ("rest", "(b) REST"), ("grpc", "(b) gRPC")):
+        for name, label in (
+            ("ref", "(a) onnxruntime in-process"),
+            ("rest", "(b) REST, tritonclient.http"),
+            ("grpc", "(b) gRPC, tritonclient.grpc"),
+            ("rest_min", "(b) REST, minimal client"),
+            ("grpc_min", "(b) gRPC, raw call"),
+        ):
             wall, server, me, other = results["b"]["cpu"][name]
-            w(f"| {label} | {server / wall:.2f} | {me / wall:.2f} | {other / wall:.2f} | "
-              f"{len(results['b']['series'][name].latencies)} |")
+            calls = len(results["b"]["series"][name].latencies)
+            w(f"| {label} | {server / wall:.2f} | {me / wall:.2f} | {other / wall:.2f} | {calls} | "
+              f"{server / calls * 1e3:.1f} ms |")
     if "d" in results:
         for m in d_models:
             for mode in ("off", "on"):
                 r = results["d"][(m, mode)]
-                c = r["cpu"]
-                w(f"| (d) {m} batching {mode} | {c.cores(c.server)} | {c.cores(c.me)} | {c.cores(c.other)} | "
-                  f"{r['requests']} ({r['errors']} errors) |")
+                wall, server, me, other = r["cpu"]
+                per = server / r["requests"] * 1e6 if r["requests"] else float("nan")
+                w(f"| (d) {m} batching {mode} | {server / wall:.2f} | {me / wall:.2f} | {other / wall:.2f} | "
+                  f"{r['requests']} ({r['errors']} errors) | {per:.0f} µs |")
     w("")
     w(f"`{args.command}` on {os.cpu_count()} CPUs ({cpu_model}), Python {sys.version.split()[0]}, "
       f"numpy {np.__version__}, grpcio {grpc.__version__}; machine {idle:.0%} busy with other work just before "

@@ -169,7 +169,12 @@ pub(crate) async fn materialize(
         if let Some(parent) = target.parent() {
             tokio::fs::create_dir_all(parent).await?;
         }
-        let tmp = target.with_extension("partial");
+        // A name of its own per copy: two deployments of one version may copy it at once.
+        let unique = maas_core::UploadId::new();
+        let tmp = target.with_file_name(format!(
+            ".{}.{unique}.partial",
+            target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        ));
         let mut out = tokio::fs::File::create(&tmp).await?;
         let mut stream = artifacts.get(&Digest::parse(&file.sha256)?, None).await?;
         while let Some(chunk) = stream.next().await {
