@@ -21,17 +21,31 @@ const PART_SIZE: usize = 16 * 1024 * 1024;
 /// Parts uploaded concurrently.
 const PARTS_IN_FLIGHT: usize = 4;
 
-/// Where and how to reach the bucket.
-#[derive(Debug, Clone)]
+/// Where and how to reach the bucket (also the `artifacts.s3` configuration section).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct S3Config {
     pub bucket: String,
-    /// e.g. `http://127.0.0.1:9000`; empty for AWS itself.
+    /// e.g. `http://127.0.0.1:9000`; unset for AWS itself.
     pub endpoint: Option<String>,
     pub region: String,
     pub access_key_id: Secret<String>,
     pub secret_access_key: Secret<String>,
     /// Key prefix inside the bucket, e.g. `maas/`.
     pub prefix: String,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        Self {
+            bucket: String::new(),
+            endpoint: None,
+            region: "us-east-1".into(),
+            access_key_id: Secret::default(),
+            secret_access_key: Secret::default(),
+            prefix: String::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use figment::Figment;
 use figment::providers::{Env, Format as _, Serialized, Toml};
+use maas_artifacts::S3Config;
 use maas_auth::AuthConfig;
 use maas_core::Secret;
 use maas_gateway::GatewayConfig;
@@ -66,7 +67,8 @@ pub struct RuntimeConfig {
 pub struct ArtifactsConfig {
     /// `local` (files under `data_dir/artifacts`) or `s3`.
     pub backend: ArtifactsBackend,
-    pub s3: S3Settings,
+    /// An S3-compatible bucket (AWS S3, MinIO, SeaweedFS…).
+    pub s3: S3Config,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,33 +77,6 @@ pub enum ArtifactsBackend {
     #[default]
     Local,
     S3,
-}
-
-/// An S3-compatible bucket (AWS S3, MinIO, SeaweedFS…).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct S3Settings {
-    pub bucket: String,
-    /// e.g. `http://127.0.0.1:9000`; unset for AWS.
-    pub endpoint: Option<String>,
-    pub region: String,
-    pub access_key_id: Secret<String>,
-    pub secret_access_key: Secret<String>,
-    /// Key prefix inside the bucket.
-    pub prefix: String,
-}
-
-impl Default for S3Settings {
-    fn default() -> Self {
-        Self {
-            bucket: String::new(),
-            endpoint: None,
-            region: "us-east-1".into(),
-            access_key_id: Secret::default(),
-            secret_access_key: Secret::default(),
-            prefix: String::new(),
-        }
-    }
 }
 
 impl Default for Config {

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use maas_auth::{Counter, IdentityService, MemoryCounter, MemorySessions, RedisCounter, RedisSessions, SessionStore};
 use maas_gateway::AppState;
 
-use maas_artifacts::{ArtifactStore, LocalArtifacts, S3Artifacts, S3Config, Staging};
+use maas_artifacts::{ArtifactStore, LocalArtifacts, S3Artifacts, Staging};
 use maas_controller::{Controller, ControllerConfig};
 use maas_registry::Registry;
 use maas_runtime::OnnxConfig;
@@ -41,17 +41,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let artifacts: Arc<dyn ArtifactStore> = match config.artifacts.backend {
         ArtifactsBackend::Local => Arc::new(LocalArtifacts::new(config.data_dir.join("artifacts"))?),
-        ArtifactsBackend::S3 => {
-            let s3 = &config.artifacts.s3;
-            Arc::new(S3Artifacts::new(&S3Config {
-                bucket: s3.bucket.clone(),
-                endpoint: s3.endpoint.clone(),
-                region: s3.region.clone(),
-                access_key_id: s3.access_key_id.clone(),
-                secret_access_key: s3.secret_access_key.clone(),
-                prefix: s3.prefix.clone(),
-            })?)
-        }
+        ArtifactsBackend::S3 => Arc::new(S3Artifacts::new(&config.artifacts.s3)?),
     };
     tracing::info!(backend = artifacts.backend(), "artifact store ready");
     let staging = Staging::new(config.data_dir.join("staging"))?;
