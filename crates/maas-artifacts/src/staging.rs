@@ -227,12 +227,6 @@ impl Staging {
         Ok(Staged { path, len: offset + written, digest: hasher.map(Digest::from_hasher) })
     }
 
-    /// The upload as it stands (for completing a resumed upload).
-    pub async fn staged(&self, upload_id: &str) -> Result<Staged, ArtifactError> {
-        let len = self.committed(upload_id).await?;
-        Ok(Staged { path: self.path(upload_id), len, digest: None })
-    }
-
     /// Drops an upload's staged bytes.
     pub async fn discard(&self, upload_id: &str) -> Result<(), ArtifactError> {
         match tokio::fs::remove_file(self.path(upload_id)).await {

@@ -67,10 +67,6 @@ impl Registry {
         Self { store, artifacts, staging, config, in_flight: Arc::default() }
     }
 
-    pub fn artifacts(&self) -> &dyn ArtifactStore {
-        self.artifacts.as_ref()
-    }
-
     /// The tenant's quota, with the configured defaults where the tenant sets none.
     pub async fn effective_quota(&self, store: &dyn maas_store::TenantStore) -> Result<Quota, RegistryError> {
         let own = store.quota().await?;

@@ -178,13 +178,9 @@ pub(crate) async fn read(
                 }
                 Ok(signature_json(format, Some(&main.path), signature.unwrap_or_default()))
             }
-            ModelFormat::External => unreachable_external(),
+            // Returned before the blocking section: an external version has no files to read.
+            ModelFormat::External => Err(RegistryError::CannotPublish("external versions have no files".into())),
         }
     })
     .await?
-}
-
-/// External versions return before the blocking section.
-fn unreachable_external() -> Result<serde_json::Value, RegistryError> {
-    Err(RegistryError::CannotPublish("external versions have no files to read".into()))
 }

@@ -113,3 +113,9 @@ impl Coded for StoreError {
         matches!(self, StoreError::Unavailable(_)).then_some(5)
     }
 }
+
+/// `Ok` when a write touched a row, else "`entity` not found" (the row is absent or belongs to
+/// another tenant).
+pub(crate) fn found(rows_affected: u64, entity: Entity) -> Result<(), StoreError> {
+    if rows_affected == 0 { Err(StoreError::NotFound(entity)) } else { Ok(()) }
+}

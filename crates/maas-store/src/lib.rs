@@ -95,8 +95,9 @@ pub trait Store: Catalog + DeploymentCatalog + Send + Sync + std::fmt::Debug + '
     /// The user's role in the tenant, if a member.
     async fn role(&self, user: UserId, tenant: TenantId) -> Result<Option<Role>>;
 
-    /// Finds an API key by the hash of its secret (authentication; any tenant).
-    async fn api_key_by_hash(&self, secret_hash: &str) -> Result<ApiKey>;
+    /// Finds an API key by the hash of its secret, with the user who created it
+    /// (authentication; any tenant).
+    async fn api_key_with_creator(&self, secret_hash: &str) -> Result<(ApiKey, User)>;
 
     /// A handle on one tenant's rows.
     fn scoped(&self, tenant: TenantId) -> Box<dyn TenantStore>;

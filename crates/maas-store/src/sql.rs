@@ -128,10 +128,11 @@ macro_rules! sql_store {
             })
         }
 
-        fn not_found(entity: Entity) -> impl FnOnce(StoreError) -> StoreError {
+        /// Maps "no row" to "`entity` not found", any other failure as usual.
+        fn not_found(entity: Entity) -> impl FnOnce(sqlx::Error) -> StoreError {
             move |e| match e {
-                StoreError::Database(sqlx::Error::RowNotFound) => StoreError::NotFound(entity),
-                e => e,
+                sqlx::Error::RowNotFound => StoreError::NotFound(entity),
+                e => e.into(),
             }
         }
 
@@ -197,7 +198,6 @@ macro_rules! sql_store {
                     .bind(id.to_string())
                     .fetch_one(&self.pool)
                     .await
-                    .map_err(StoreError::from)
                     .map_err(not_found(Entity::User))?;
                 user_row(&row)
             }
@@ -207,7 +207,6 @@ macro_rules! sql_store {
                     .bind(username)
                     .fetch_one(&self.pool)
                     .await
-                    .map_err(StoreError::from)
                     .map_err(not_found(Entity::User))?;
                 user_row(&row)
             }
@@ -217,7 +216,6 @@ macro_rules! sql_store {
                     .bind(login)
                     .fetch_one(&self.pool)
                     .await
-                    .map_err(StoreError::from)
                     .map_err(not_found(Entity::User))?;
                 Ok(UserCredentials { user: user_row(&row)?, password_hash: row.try_get("password_hash")? })
             }
@@ -256,7 +254,6 @@ macro_rules! sql_store {
                     .bind(slug)
                     .fetch_one(&self.pool)
                     .await
-                    .map_err(StoreError::from)
                     .map_err(not_found(Entity::Tenant))?;
                 tenant_row(&row)
             }
@@ -266,7 +263,6 @@ macro_rules! sql_store {
                     .bind(id.to_string())
                     .fetch_one(&self.pool)
                     .await
-                    .map_err(StoreError::from)
                     .map_err(not_found(Entity::Tenant))?;
                 tenant_row(&row)
             }
@@ -304,14 +300,27 @@ macro_rules! sql_store {
                     .transpose()
             }
 
-            async fn api_key_by_hash(&self, secret_hash: &str) -> Result<ApiKey> {
-                let row = q(format!("SELECT {KEY_COLS} FROM api_keys WHERE secret_hash = $1"))
-                    .bind(secret_hash)
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err(StoreError::from)
-                    .map_err(not_found(Entity::ApiKey))?;
-                key_row(&row)
+            async fn api_key_with_creator(&self, secret_hash: &str) -> Result<(ApiKey, User)> {
+                // One round trip on the authentication hot path: the key and its creator.
+                let row = sqlx::query(
+                    "SELECT k.id, k.tenant_id, k.created_by, k.name, k.prefix, k.scopes, k.expires_at, \
+                     k.revoked_at, k.last_used_at, k.created_at, u.username AS u_username, u.email AS u_email, \
+                     u.is_admin AS u_is_admin, u.created_at AS u_created_at \
+                     FROM api_keys k JOIN users u ON u.id = k.created_by WHERE k.secret_hash = $1",
+                )
+                .bind(secret_hash)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(not_found(Entity::ApiKey))?;
+                let key = key_row(&row)?;
+                let user = User {
+                    id: key.created_by,
+                    username: row.try_get("u_username")?,
+                    email: row.try_get("u_email")?,
+                    is_admin: row.try_get("u_is_admin")?,
+                    created_at: ts_col(&row, "u_created_at")?,
+                };
+                Ok((key, user))
             }
 
             fn scoped(&self, tenant: TenantId) -> Box<dyn crate::TenantStore> {
@@ -356,7 +365,6 @@ macro_rules! sql_store {
                 .bind(user.to_string())
                 .fetch_one(&self.pool)
                 .await
-                .map_err(StoreError::from)
                 .map_err(not_found(Entity::Member))?;
                 member_row(&row)
             }
@@ -382,10 +390,7 @@ macro_rules! sql_store {
                     .bind(user.to_string())
                     .execute(&self.pool)
                     .await?;
-                if done.rows_affected() == 0 {
-                    return Err(StoreError::NotFound(Entity::Member));
-                }
-                Ok(())
+                crate::error::found(done.rows_affected(), Entity::Member)
             }
 
             async fn count_owners(&self) -> Result<u64> {
@@ -434,7 +439,6 @@ macro_rules! sql_store {
                     .bind(id.to_string())
                     .fetch_one(&self.pool)
                     .await
-                    .map_err(StoreError::from)
                     .map_err(not_found(Entity::ApiKey))?;
                 key_row(&row)
             }
@@ -449,9 +453,7 @@ macro_rules! sql_store {
                 .bind(at.timestamp_millis())
                 .execute(&self.pool)
                 .await?;
-                if done.rows_affected() == 0 {
-                    return Err(StoreError::NotFound(Entity::ApiKey));
-                }
+                crate::error::found(done.rows_affected(), Entity::ApiKey)?;
                 self.api_key(id).await
             }
 

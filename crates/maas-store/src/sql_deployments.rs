@@ -68,7 +68,6 @@ macro_rules! sql_deployments {
                     .bind(name)
                     .fetch_one(&self.pool)
                     .await
-                    .map_err(StoreError::from)
                     .map_err(not_found(Entity::Deployment))?;
                 deployment_row(&row)
             }
@@ -98,7 +97,6 @@ macro_rules! sql_deployments {
                 .bind(maas_core::now().timestamp_millis())
                 .fetch_one(&self.pool)
                 .await
-                .map_err(StoreError::from)
                 .map_err(not_found(Entity::Deployment))?;
                 deployment_row(&row)
             }
@@ -109,10 +107,7 @@ macro_rules! sql_deployments {
                     .bind(id.to_string())
                     .execute(&self.pool)
                     .await?;
-                if done.rows_affected() == 0 {
-                    return Err(StoreError::NotFound(Entity::Deployment));
-                }
-                Ok(())
+                crate::error::found(done.rows_affected(), Entity::Deployment)
             }
         }
     };

@@ -171,7 +171,6 @@ macro_rules! sql_registry {
                 .bind(model.to_string())
                 .fetch_one(&self.pool)
                 .await
-                .map_err(StoreError::from)
                 .map_err(not_found(Entity::Model))?;
                 model_row(&row)
             }
@@ -233,7 +232,6 @@ macro_rules! sql_registry {
                 .bind(name)
                 .fetch_one(&self.pool)
                 .await
-                .map_err(StoreError::from)
                 .map_err(not_found(Entity::Model))?;
                 model_row(&row)
             }
@@ -248,7 +246,6 @@ macro_rules! sql_registry {
                     .bind(model.to_string())
                     .fetch_one(&self.pool)
                     .await
-                    .map_err(StoreError::from)
                     .map_err(not_found(Entity::Model))
             }
 
@@ -286,10 +283,7 @@ macro_rules! sql_registry {
                     .bind(model.to_string())
                     .execute(&self.pool)
                     .await?;
-                if done.rows_affected() == 0 {
-                    return Err(StoreError::NotFound(Entity::Model));
-                }
-                Ok(())
+                crate::error::found(done.rows_affected(), Entity::Model)
             }
 
             async fn count_models(&self) -> Result<u64> {
@@ -364,10 +358,7 @@ macro_rules! sql_registry {
                         .bind(user.to_string())
                         .execute(&self.pool)
                         .await?;
-                if done.rows_affected() == 0 {
-                    return Err(StoreError::NotFound(Entity::Member));
-                }
-                Ok(())
+                crate::error::found(done.rows_affected(), Entity::Member)
             }
 
             async fn set_star(&self, model: ModelId, user: UserId, starred: bool) -> Result<i64> {
@@ -401,7 +392,6 @@ macro_rules! sql_registry {
                         .bind(delta)
                         .fetch_one(&mut *tx)
                         .await
-                        .map_err(StoreError::from)
                         .map_err(not_found(Entity::Model))?;
                 tx.commit().await?;
                 Ok(stars)
@@ -451,7 +441,6 @@ macro_rules! sql_registry {
                 .bind(version)
                 .fetch_one(&self.pool)
                 .await
-                .map_err(StoreError::from)
                 .map_err(not_found(Entity::Version))?;
                 version_row(&row)
             }
@@ -492,10 +481,7 @@ macro_rules! sql_registry {
                     .bind(version.to_string())
                     .execute(&self.pool)
                     .await?;
-                if done.rows_affected() == 0 {
-                    return Err(StoreError::NotFound(Entity::Version));
-                }
-                Ok(())
+                crate::error::found(done.rows_affected(), Entity::Version)
             }
 
             async fn files(&self, version: VersionId) -> Result<Vec<ModelFile>> {
@@ -522,7 +508,6 @@ macro_rules! sql_registry {
                 .bind(path)
                 .fetch_one(&self.pool)
                 .await
-                .map_err(StoreError::from)
                 .map_err(not_found(Entity::File))?;
                 file_row(&row)
             }
@@ -552,10 +537,7 @@ macro_rules! sql_registry {
                     .bind(path)
                     .execute(&self.pool)
                     .await?;
-                if done.rows_affected() == 0 {
-                    return Err(StoreError::NotFound(Entity::File));
-                }
-                Ok(())
+                crate::error::found(done.rows_affected(), Entity::File)
             }
 
             async fn upload(&self, version: VersionId, path: &str) -> Result<Option<Upload>> {

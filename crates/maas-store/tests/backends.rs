@@ -185,8 +185,8 @@ async fn keys(store: Arc<dyn Store>) {
     let key = s.create_api_key(NewApiKey { expires_at: Some(expires), ..new_key(alice.id, "h1") }).await.unwrap();
     assert_eq!(key.scopes, [Scope::Read, Scope::Infer]);
     assert_eq!(key.expires_at, Some(expires));
-    assert_eq!(store.api_key_by_hash("h1").await.unwrap(), key);
-    assert!(matches!(store.api_key_by_hash("nope").await, Err(StoreError::NotFound(Entity::ApiKey))));
+    assert_eq!(store.api_key_with_creator("h1").await.unwrap(), (key.clone(), alice.clone()));
+    assert!(matches!(store.api_key_with_creator("nope").await, Err(StoreError::NotFound(Entity::ApiKey))));
     assert!(matches!(s.api_key(ApiKeyId::new()).await, Err(StoreError::NotFound(Entity::ApiKey))));
 
     let used = maas_core::now();

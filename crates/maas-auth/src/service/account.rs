@@ -108,8 +108,8 @@ impl IdentityService {
         if !secret.starts_with(token::API_KEY_PREFIX) {
             return Err(AuthError::InvalidApiKey);
         }
-        let key = match self.store.api_key_by_hash(&token::digest(secret)).await {
-            Ok(key) => key,
+        let (key, user) = match self.store.api_key_with_creator(&token::digest(secret)).await {
+            Ok(found) => found,
             Err(StoreError::NotFound(_)) => return Err(AuthError::InvalidApiKey),
             Err(e) => return Err(e.into()),
         };
@@ -123,7 +123,6 @@ impl IdentityService {
         if key.last_used_at.is_none_or(|t| now - t >= Duration::minutes(1)) {
             self.store.scoped(key.tenant_id).touch_api_key(key.id, now).await?;
         }
-        let user = self.store.user(key.created_by).await?;
         Ok(Caller { principal: Principal::ApiKey { user, key }, client_ip })
     }
 
