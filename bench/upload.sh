@@ -23,31 +23,17 @@ set -euo pipefail
 SIZE=${1:-2G}
 RUNS=${RUNS:-3}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/maas/target}
-BIN=${MAAS_BIN:-$CARGO_TARGET_DIR/release/maas}
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 PARENT=${BENCH_DIR:-${TMPDIR:-/tmp}}
 
-log() { printf '[bench] %s\n' "$*" >&2; }
-die() {
-  log "error: $*"
-  exit 1
-}
-
-if [ -z "${MAAS_BIN:-}" ]; then
-  log "building the release binary"
-  (cd "$ROOT" && cargo build --release -q -p maas) >&2
-fi
-[ -x "$BIN" ] || die "no binary at $BIN"
+bench_build
 
 WORK=$(mktemp -d "$PARENT/maas-bench.XXXXXX")
-SERVER_PID=""
 SAMPLER_PID=""
 cleanup() {
   if [ -n "$SAMPLER_PID" ]; then kill "$SAMPLER_PID" 2>/dev/null || true; fi
-  if [ -n "$SERVER_PID" ]; then
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-  fi
+  bench_stop_server
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -55,18 +41,9 @@ trap 'exit 130' INT TERM
 
 # --- the server, a user, an API key, a model -------------------------------------------
 log "starting maas serve (data dir $WORK/data)"
-env -u MAAS_DATABASE_URL -u MAAS_REDIS_URL -u MAAS_LISTEN -u MAAS_DATA_DIR -u MAAS_LOG_FORMAT \
-  MAAS_LOG_LEVEL=warn,maas=info \
-  "$BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/data" --log-format json >"$WORK/server.log" 2>&1 &
-SERVER_PID=$!
-for _ in $(seq 100); do
-  grep -q '"listen_addr"' "$WORK/server.log" && break
-  kill -0 "$SERVER_PID" 2>/dev/null || die "the server exited: $(tail -5 "$WORK/server.log")"
-  sleep 0.1
-done
-ADDR=$(grep -o '"listen_addr":"[^"]*"' "$WORK/server.log" | head -1 | cut -d'"' -f4)
-[ -n "$ADDR" ] || die "the server did not log its address"
-S="http://$ADDR"
+bench_start_server "$WORK/server.log" -- --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 --data-dir "$WORK/data"
+bench_wait_addrs "$WORK/server.log" listen_addr
+S="http://$(bench_addr "$WORK/server.log" listen_addr)"
 
 json_post() { curl -sS --fail-with-body -X POST -H 'content-type: application/json' "$@"; }
 json_post "$S/api/v1/auth/register" \
@@ -203,7 +180,9 @@ stored=$(api "$MODEL/versions/$LAST_VERSION" | grep -o '"sha256":"[^"]*"' | head
 
 # --- the table -------------------------------------------------------------------------
 MIB=$(awk -v b="$BYTES" 'BEGIN { printf "%.0f", b / 1048576 }')
-REF=$(median ${TIMES[dd]})
+# The reference is the faster of the two durable copies (block size matters a lot on some
+# disks), so the verdict never flatters the server.
+REF=$(awk -v a="$(median ${TIMES[dd]})" -v b="$(median ${TIMES[dd1m]})" 'BEGIN { print (a < b) ? a : b }')
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f MiB", k / 1024 }'; }
 row() { # method label
   local t rate ratio all
@@ -227,12 +206,12 @@ MEM_AVAIL=$(awk '/^MemAvailable:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/mem
 FS=$(df -PT "$WORK" | awk 'NR == 2 { print $2 " on " $1 }')
 
 echo
-echo "Upload of a $MIB MiB file over loopback, median of $RUNS runs (seconds); ratio = dd time / method time."
+echo "Upload of a $MIB MiB file over loopback, median of $RUNS runs (seconds); ratio = reference time / method time (reference: the faster durable dd)."
 echo
 echo "| method | seconds | each run | MiB/s | vs dd fsync | server RSS before | server RSS peak | growth | client peak RSS |"
 echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-row dd "dd bs=8M conv=fsync (reference)"
-row dd1m "dd bs=1M conv=fsync (for information)"
+row dd "dd bs=8M conv=fsync"
+row dd1m "dd bs=1M conv=fsync"
 row cp "cp, no fsync (for information)"
 row curl "curl -T, PUT with X-Content-Sha256"
 row push "maas push (hashing included)"
@@ -240,14 +219,14 @@ echo
 echo "\`bench/upload.sh $SIZE\` (RUNS=$RUNS) on $(nproc) CPUs ($CPU), $MEM_TOTAL RAM ($MEM_AVAIL available), $FS, kernel $(uname -r); load average $LOAD_BEFORE before the runs, $LOAD_AFTER after."
 
 verdict() { # label method
-  local t ok growth_mib ratio ratio1m
+  local t ok growth_mib ratio ratio_cp
   t=$(median ${TIMES[$2]})
   growth_mib=$(awk -v k="${GROWTH[$2]}" 'BEGIN { printf "%.1f", k / 1024 }')
   ratio=$(awk -v r="$REF" -v t="$t" 'BEGIN { printf "%.2f", r / t }')
-  ratio1m=$(awk -v r="$(median ${TIMES[dd1m]})" -v t="$t" 'BEGIN { printf "%.2f", r / t }')
+  ratio_cp=$(awk -v r="$(median ${TIMES[cp]})" -v t="$t" 'BEGIN { printf "%.2f", r / t }')
   ok=$(awk -v r="$ratio" -v g="${GROWTH[$2]}" 'BEGIN { print (r >= 0.8 && g <= 65536) ? "meets" : "MISSES" }')
-  echo "- $1: $ok the target (≥ 0.80× the reference and server RSS growth ≤ 64 MiB): ${ratio}× dd bs=8M" \
-    "(${ratio1m}× dd bs=1M), growth $growth_mib MiB"
+  echo "- $1: $ok the target (≥ 0.80× the durable reference and server RSS growth ≤ 64 MiB):" \
+    "${ratio}× the faster durable dd (${ratio_cp}× plain cp), growth $growth_mib MiB"
 }
 echo
 verdict "curl PUT" curl
