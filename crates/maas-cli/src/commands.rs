@@ -10,6 +10,8 @@ use crate::client::{self, Auth, Client};
 use crate::deployments::{DeployArgs, DeploymentsCommand};
 use crate::models::ModelsCommand;
 use crate::output::{self, Output, field};
+use crate::chat::{self, ChatArgs};
+use crate::embed::{self, EmbedArgs};
 use crate::predict::PredictArgs;
 use crate::pull::PullArgs;
 use crate::push::PushArgs;
@@ -57,13 +59,18 @@ pub enum Command {
     Push(PushArgs),
     /// Download a model version's files into a directory; resumes partial downloads.
     Pull(PullArgs),
-    /// Serve a published ONNX model version as an inference endpoint TENANT/NAME.
+    /// Serve a published model version (ONNX, embeddings, GGUF/safetensors LLM, external) as an
+    /// inference endpoint TENANT/NAME.
     Deploy(DeployArgs),
     /// Deployments: list, show, update, delete.
     #[command(subcommand)]
     Deployments(DeploymentsCommand),
     /// Run one inference on a deployment (v2 protocol, JSON tensors from .npy files or JSON).
     Predict(PredictArgs),
+    /// Chat with a text-generation deployment; answers stream as they are generated.
+    Chat(ChatArgs),
+    /// Sentence embeddings of texts from an embeddings deployment.
+    Embed(EmbedArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -173,6 +180,8 @@ pub async fn run(global: &GlobalArgs, command: Command) -> Result<(), CliError> 
         Command::Deploy(args) => deployments::deploy(server, out, args).await,
         Command::Deployments(cmd) => deployments::run(server, out, cmd).await,
         Command::Predict(args) => predict::run(server, out, args).await,
+        Command::Chat(args) => chat::run(server, args).await,
+        Command::Embed(args) => embed::run(server, out, args).await,
     }
 }
 

@@ -58,30 +58,73 @@ pub struct SpecArgs {
     /// Runtime threads per replica (default 0: the runtime's choice).
     #[arg(long)]
     pub threads: Option<u64>,
+    /// Language models: sequences one replica decodes together (default 8).
+    #[arg(long)]
+    pub max_sequences: Option<u64>,
+    /// Language models: tokens per sequence (default: the model's, at most 4096).
+    #[arg(long)]
+    pub context_length: Option<u64>,
+    /// External versions: the engine's base URL (e.g. http://vllm:8000).
+    #[arg(long)]
+    pub external_url: Option<String>,
+    /// External versions: `openai` or `kserve_v2` (default openai).
+    #[arg(long, requires = "external_url")]
+    pub external_protocol: Option<String>,
+    /// External versions: the engine's model name (default: the deployment's TENANT/NAME).
+    #[arg(long, requires = "external_url")]
+    pub external_model: Option<String>,
+    /// External versions: the engine's API key (write-only; never shown back).
+    #[arg(long, env = "MAAS_EXTERNAL_API_KEY", hide_env_values = true, requires = "external_url")]
+    pub external_api_key: Option<String>,
 }
 
 impl SpecArgs {
     fn is_empty(&self) -> bool {
-        [self.max_batch_size, self.max_queue_delay_us, self.timeout_ms, self.queue_capacity, self.threads]
-            .iter()
-            .all(Option::is_none)
+        let numbers = [
+            self.max_batch_size,
+            self.max_queue_delay_us,
+            self.timeout_ms,
+            self.queue_capacity,
+            self.threads,
+            self.max_sequences,
+            self.context_length,
+        ];
+        numbers.iter().all(Option::is_none) && self.external_url.is_none()
     }
 
     /// Writes the settings given into `spec` (a create body, which flattens the spec, or a spec).
     fn apply(&self, spec: &mut Map<String, Value>) {
         let batching = [("max_batch_size", self.max_batch_size), ("max_queue_delay_us", self.max_queue_delay_us)];
-        if batching.iter().any(|(_, v)| v.is_some()) {
-            let entry = spec.entry("batching").or_insert_with(|| json!({}));
-            if !entry.is_object() {
-                *entry = json!({});
-            }
-            if let Some(b) = entry.as_object_mut() {
-                b.extend(batching.into_iter().filter_map(|(k, v)| Some((k.to_owned(), Value::from(v?)))));
-            }
-        }
+        merge_section(spec, "batching", &batching);
         let rest =
             [("timeout_ms", self.timeout_ms), ("queue_capacity", self.queue_capacity), ("threads", self.threads)];
         spec.extend(rest.into_iter().filter_map(|(k, v)| Some((k.to_owned(), Value::from(v?)))));
+        let generation = [("max_sequences", self.max_sequences), ("context_length", self.context_length)];
+        merge_section(spec, "generation", &generation);
+        if let Some(url) = &self.external_url {
+            let mut external = json!({ "url": url, "protocol": self.external_protocol.as_deref().unwrap_or("openai") });
+            if let Some(model) = &self.external_model {
+                external["model"] = json!(model);
+            }
+            if let Some(key) = &self.external_api_key {
+                external["api_key"] = json!(key);
+            }
+            spec.insert("external".to_owned(), external);
+        }
+    }
+}
+
+/// Sets the given `values` inside the object `spec[section]` (created when missing).
+fn merge_section(spec: &mut Map<String, Value>, section: &str, values: &[(&str, Option<u64>)]) {
+    if values.iter().all(|(_, v)| v.is_none()) {
+        return;
+    }
+    let entry = spec.entry(section).or_insert_with(|| json!({}));
+    if !entry.is_object() {
+        *entry = json!({});
+    }
+    if let Some(object) = entry.as_object_mut() {
+        object.extend(values.iter().filter_map(|(k, v)| Some(((*k).to_owned(), Value::from((*v)?)))));
     }
 }
 

@@ -1,10 +1,12 @@
 //! The `maas` command-line client: every command is an HTTP call to a MaaS server, with
 //! credentials kept in the user's config dir (mode 0600).
 
+mod chat;
 mod client;
 mod commands;
 mod credentials;
 mod deployments;
+mod embed;
 mod error;
 mod files;
 mod models;

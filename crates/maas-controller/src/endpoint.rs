@@ -1,6 +1,7 @@
-//! A running deployment: its model files copied to the local cache, then its replicas.
+//! A running deployment: its model files copied to the local cache, then its replicas
+//! (tensor replicas, generation replicas, or the client of an external engine).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -8,14 +9,17 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use maas_artifacts::{ArtifactStore, Digest};
 use maas_core::registry::{Model, ModelFile, ModelVersion};
-use maas_runtime::onnx::{OnnxBackend, OnnxConfig};
+use maas_runtime::IoSpec;
+use maas_runtime::generate::scheduler::{GenerationConfig, GenerationReplica};
+use maas_runtime::onnx::OnnxConfig;
 use maas_runtime::replica::{Replica, ReplicaConfig, ReplicaState};
-use maas_runtime::{Backend, IoSpec};
 use maas_store::DeploymentRow;
 use serde::Serialize;
 use tokio::io::AsyncWriteExt as _;
 use utoipa::ToSchema;
 
+use crate::runtime::{Runtime, Serves};
+use crate::upstream::Upstream;
 use crate::{ControllerError, DeploymentSpec};
 
 /// Where an endpoint stands.
@@ -28,6 +32,17 @@ pub struct ReplicaStatus {
     pub queue_depth: usize,
 }
 
+/// The running parts of an endpoint, by runtime.
+#[derive(Debug, Default)]
+enum Replicas {
+    /// Not started yet (files being copied).
+    #[default]
+    None,
+    Tensor(Vec<Arc<Replica>>),
+    Generate(Vec<Arc<GenerationReplica>>),
+    Upstream(Arc<Upstream>),
+}
+
 /// A deployment being served.
 pub struct Endpoint {
     pub row: DeploymentRow,
@@ -35,7 +50,8 @@ pub struct Endpoint {
     pub model: Model,
     pub version: ModelVersion,
     pub spec: DeploymentSpec,
-    replicas: Mutex<Vec<Arc<Replica>>>,
+    pub runtime: Runtime,
+    replicas: Mutex<Replicas>,
     /// Why the endpoint could not start (files missing…), before any replica exists.
     failure: Mutex<Option<String>>,
     next: AtomicUsize,
@@ -63,6 +79,7 @@ impl Endpoint {
         model: Model,
         version: ModelVersion,
         spec: DeploymentSpec,
+        runtime: Runtime,
     ) -> Self {
         Self {
             row,
@@ -70,7 +87,8 @@ impl Endpoint {
             model,
             version,
             spec,
-            replicas: Mutex::new(Vec::new()),
+            runtime,
+            replicas: Mutex::new(Replicas::None),
             failure: Mutex::new(None),
             next: AtomicUsize::new(0),
         }
@@ -81,8 +99,35 @@ impl Endpoint {
         format!("{}/{}", self.tenant, self.row.name)
     }
 
+    /// What this endpoint answers.
+    pub fn serves(&self) -> Serves {
+        self.runtime.serves()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Replicas> {
+        self.replicas.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn replicas(&self) -> Vec<Arc<Replica>> {
-        self.replicas.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        match &*self.lock() {
+            Replicas::Tensor(r) => r.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn generators(&self) -> Vec<Arc<GenerationReplica>> {
+        match &*self.lock() {
+            Replicas::Generate(r) => r.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The engine behind an external deployment.
+    pub fn upstream(&self) -> Option<Arc<Upstream>> {
+        match &*self.lock() {
+            Replicas::Upstream(u) => Some(u.clone()),
+            _ => None,
+        }
     }
 
     /// Each replica's state (empty while the files are being prepared).
@@ -90,19 +135,26 @@ impl Endpoint {
         if let Some(reason) = self.failure.lock().unwrap_or_else(|p| p.into_inner()).clone() {
             return vec![ReplicaStatus { index: 0, state: "failed", reason: Some(reason), queue_depth: 0 }];
         }
-        self.replicas()
-            .iter()
-            .enumerate()
-            .map(|(index, r)| {
-                let (state, reason) = state_name(&r.state());
-                ReplicaStatus { index, state, reason, queue_depth: r.queue_depth() }
-            })
-            .collect()
+        let status = |index, state: ReplicaState, queue_depth| {
+            let (state, reason) = state_name(&state);
+            ReplicaStatus { index, state, reason, queue_depth }
+        };
+        match &*self.lock() {
+            Replicas::None => Vec::new(),
+            Replicas::Tensor(r) => r.iter().enumerate().map(|(i, r)| status(i, r.state(), r.queue_depth())).collect(),
+            Replicas::Generate(r) => r.iter().enumerate().map(|(i, r)| status(i, r.state(), r.queue_depth())).collect(),
+            Replicas::Upstream(_) => vec![status(0, ReplicaState::Ready, 0)],
+        }
     }
 
-    /// Ready when at least one replica is.
+    /// Ready when at least one replica is (an external engine counts as ready).
     pub fn is_ready(&self) -> bool {
-        self.replicas().iter().any(|r| matches!(r.state(), ReplicaState::Ready))
+        match &*self.lock() {
+            Replicas::None => false,
+            Replicas::Tensor(r) => r.iter().any(|r| matches!(r.state(), ReplicaState::Ready)),
+            Replicas::Generate(r) => r.iter().any(|r| matches!(r.state(), ReplicaState::Ready)),
+            Replicas::Upstream(_) => true,
+        }
     }
 
     /// The model's inputs and outputs, once a replica has loaded it.
@@ -120,36 +172,63 @@ impl Endpoint {
             .cloned()
     }
 
+    /// The ready generation replica with the least work (running plus queued sequences).
+    pub fn pick_generator(&self) -> Option<Arc<GenerationReplica>> {
+        self.generators()
+            .into_iter()
+            .filter(|r| matches!(r.state(), ReplicaState::Ready))
+            .min_by_key(|r| r.running() + r.queue_depth())
+    }
+
     pub(crate) fn fail(&self, reason: String) {
         *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
     }
 
-    /// Starts `count` replicas serving the ONNX file at `path`.
-    pub(crate) fn start_replicas(&self, path: PathBuf, onnx: &OnnxConfig, count: usize) {
-        let config = ReplicaConfig {
-            max_batch_size: self.spec.batching.max_batch_size,
-            max_queue_delay: Duration::from_micros(self.spec.batching.max_queue_delay_us),
-            queue_capacity: self.spec.queue_capacity,
-            timeout: Duration::from_millis(self.spec.timeout_ms),
+    /// Starts `count` replicas of the runtime over the files in `dir` (or the upstream client).
+    pub(crate) fn start(&self, dir: &Path, onnx: &OnnxConfig, count: usize) -> Result<(), ControllerError> {
+        let name = |i: usize| format!("{}#{i}", self.full_name());
+        let replicas = if let Some(external) = &self.spec.external {
+            let timeout = Duration::from_millis(self.spec.timeout_ms);
+            Replicas::Upstream(Arc::new(Upstream::new(external, &self.full_name(), timeout)?))
+        } else if self.runtime.generates() {
+            let config = GenerationConfig {
+                queue_capacity: self.spec.queue_capacity,
+                queue_timeout: Duration::from_millis(self.spec.timeout_ms),
+            };
+            Replicas::Generate(
+                (0..count)
+                    .filter_map(|i| {
+                        let loader = self.runtime.lm_loader(dir, &self.spec)?;
+                        Some(Arc::new(GenerationReplica::start(name(i), loader, config.clone())))
+                    })
+                    .collect(),
+            )
+        } else {
+            let config = ReplicaConfig {
+                max_batch_size: self.spec.batching.max_batch_size,
+                max_queue_delay: Duration::from_micros(self.spec.batching.max_queue_delay_us),
+                queue_capacity: self.spec.queue_capacity,
+                timeout: Duration::from_millis(self.spec.timeout_ms),
+            };
+            Replicas::Tensor(
+                (0..count)
+                    .filter_map(|i| {
+                        let loader = self.runtime.tensor_loader(dir, onnx, &self.spec)?;
+                        Some(Arc::new(Replica::start(name(i), loader, config.clone())))
+                    })
+                    .collect(),
+            )
         };
-        let mut onnx = onnx.clone();
-        if self.spec.threads > 0 {
-            onnx.intra_op_threads = self.spec.threads;
-        }
-        let replicas = (0..count)
-            .map(|i| {
-                let (path, onnx) = (path.clone(), onnx.clone());
-                let loader = Box::new(move || OnnxBackend::load(&path, &onnx).map(|b| Box::new(b) as Box<dyn Backend>));
-                Arc::new(Replica::start(format!("{}#{i}", self.full_name()), loader, config.clone()))
-            })
-            .collect();
-        *self.replicas.lock().unwrap_or_else(|p| p.into_inner()) = replicas;
+        *self.lock() = replicas;
+        Ok(())
     }
 
     /// Stops every replica.
     pub fn stop(&self) {
-        for r in self.replicas.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
-            r.stop();
+        match std::mem::take(&mut *self.lock()) {
+            Replicas::Tensor(r) => r.iter().for_each(|r| r.stop()),
+            Replicas::Generate(r) => r.iter().for_each(|r| r.stop()),
+            Replicas::None | Replicas::Upstream(_) => {}
         }
     }
 }

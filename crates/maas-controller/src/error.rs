@@ -12,8 +12,10 @@ pub enum ControllerError {
     InvalidRequest(String),
     #[error("model version {0} is not published; publish it before deploying")]
     NotPublished(String),
-    #[error("{0} models cannot be served in process yet (only onnx)")]
-    UnsupportedFormat(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("the external engine failed: {0}")]
+    Upstream(String),
     #[error(transparent)]
     Registry(#[from] maas_registry::RegistryError),
     #[error(transparent)]
@@ -32,7 +34,8 @@ impl Coded for ControllerError {
             ControllerError::NotFound(_) => ErrorCode::DeploymentNotFound,
             ControllerError::InvalidSpec(_) | ControllerError::InvalidRequest(_) => ErrorCode::InvalidRequest,
             ControllerError::NotPublished(_) => ErrorCode::VersionNotFound,
-            ControllerError::UnsupportedFormat(_) => ErrorCode::InvalidRequest,
+            ControllerError::Unsupported(_) => ErrorCode::UnsupportedOperation,
+            ControllerError::Upstream(_) => ErrorCode::UpstreamError,
             ControllerError::Registry(e) => e.code(),
             ControllerError::Auth(e) => e.code(),
             ControllerError::Store(e) => e.code(),

@@ -5,13 +5,18 @@
 //! - [`spec`]: what a deployment asks for (batching, timeouts, resources…).
 //! - [`endpoint`]: one running deployment: its model files, replicas and their states.
 //! - [`service`]: create / show / list / change / delete, with access checks.
-//! - [`routing`]: finding the endpoint an inference call names, and calling it.
+//! - [`runtime`]: which runtime serves a version (ONNX, embeddings, llama.cpp, candle, external).
+//! - [`upstream`]: the client of an external engine.
+//! - [`routing`]: finding the endpoint an inference call names, and calling it (tensors,
+//!   embeddings, generation streams).
 
 pub mod endpoint;
 pub mod error;
 pub mod routing;
+pub mod runtime;
 pub mod service;
 pub mod spec;
+pub mod upstream;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -24,7 +29,9 @@ use maas_store::Store;
 
 pub use endpoint::Endpoint;
 pub use error::ControllerError;
+pub use runtime::{Runtime, Serves};
 pub use spec::DeploymentSpec;
+pub use upstream::Upstream;
 
 /// Where the controller keeps model files and how it runs them.
 #[derive(Debug, Clone)]

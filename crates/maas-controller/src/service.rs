@@ -13,6 +13,7 @@ use serde_json::json;
 use utoipa::ToSchema;
 
 use crate::endpoint::{Endpoint, ReplicaStatus, materialize};
+use crate::runtime::Runtime;
 use crate::{Controller, ControllerError, DeploymentSpec};
 
 /// Most replicas of one deployment in process.
@@ -96,8 +97,23 @@ fn validate(name: &str, replicas: i64, spec: &DeploymentSpec) -> Result<(), Cont
     spec.validate()
 }
 
+/// An `external` version needs the engine's address in `spec.external`; other versions
+/// run here and must not have one.
+fn check_external(format: ModelFormat, spec: &DeploymentSpec) -> Result<(), ControllerError> {
+    match (format == ModelFormat::External, spec.external.is_some()) {
+        (true, false) => Err(ControllerError::InvalidSpec(
+            "an external version needs `external: {url, protocol}` saying where the engine runs".into(),
+        )),
+        (false, true) => Err(ControllerError::InvalidSpec(format!(
+            "`external` is only for versions of format external; this one is {format}",
+            format = format.as_str()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 impl Controller {
-    /// Creates a deployment of a published ONNX version of one of the tenant's models.
+    /// Creates a deployment of a published version of one of the tenant's models.
     pub async fn create(
         &self,
         caller: &Caller,
@@ -121,10 +137,8 @@ impl Controller {
         if version.state != VersionState::Published {
             return Err(ControllerError::NotPublished(req.version));
         }
-        if version.format != ModelFormat::Onnx {
-            return Err(ControllerError::UnsupportedFormat(version.format.as_str().to_owned()));
-        }
-        let spec = serde_json::to_value(&req.spec).map_err(|e| ControllerError::InvalidSpec(e.to_string()))?;
+        check_external(version.format, &req.spec)?;
+        let spec = req.spec.to_stored();
         let row = access
             .store()
             .create_deployment(DeploymentWrite {
@@ -161,19 +175,18 @@ impl Controller {
             .ok_or_else(|| ControllerError::NotPublished(row.version_id.to_string()))?;
         let files = store.files(version.id).await?;
         let spec: DeploymentSpec = serde_json::from_value(row.spec.clone()).unwrap_or_default();
-        let endpoint = Arc::new(Endpoint::new(tenant.to_owned(), row, model, version, spec));
+        let runtime = Runtime::of(&version, &model.task, &files)?;
+        let endpoint = Arc::new(Endpoint::new(tenant.to_owned(), row, model, version, spec, runtime));
         if let Some(old) = self.endpoints_mut().insert((tenant.to_owned(), endpoint.row.name.clone()), endpoint.clone())
         {
             old.stop();
         }
-        let main =
-            endpoint.version.signature.as_ref().and_then(|s| s["file"].as_str()).unwrap_or("model.onnx").to_owned();
         let dir = self.config.cache_dir.join(endpoint.version.id.to_string());
         let (artifacts, onnx, e) = (self.artifacts.clone(), self.config.onnx.clone(), endpoint.clone());
         let replicas = usize::try_from(e.row.replicas).unwrap_or(1);
         tokio::spawn(async move {
-            match materialize(artifacts.as_ref(), &files, &dir).await {
-                Ok(()) => e.start_replicas(dir.join(main), &onnx, replicas),
+            match materialize(artifacts.as_ref(), &files, &dir).await.and_then(|()| e.start(&dir, &onnx, replicas)) {
+                Ok(()) => {}
                 Err(err) => {
                     tracing::warn!(endpoint = %e.full_name(), error = %err, "preparing the model files failed");
                     e.fail(err.to_string());
@@ -218,7 +231,8 @@ impl Controller {
         access.require_role(Role::Member)?;
         let current = self.endpoint(&access.tenant.slug, name)?;
         let replicas = change.replicas.unwrap_or(current.row.replicas);
-        let spec = change.spec.unwrap_or_else(|| current.spec.clone());
+        let mut spec = change.spec.unwrap_or_else(|| current.spec.clone());
+        spec.keep_secret_of(&current.spec);
         validate(name, replicas, &spec)?;
         let version_id = match &change.version {
             Some(v) => {
@@ -230,19 +244,20 @@ impl Controller {
                 if version.state != VersionState::Published {
                     return Err(ControllerError::NotPublished(v.clone()));
                 }
-                if version.format != ModelFormat::Onnx {
-                    return Err(ControllerError::UnsupportedFormat(version.format.as_str().to_owned()));
-                }
+                check_external(version.format, &spec)?;
                 version.id
             }
-            None => current.row.version_id,
+            None => {
+                check_external(current.version.format, &spec)?;
+                current.row.version_id
+            }
         };
         let write = DeploymentWrite {
             name: name.to_owned(),
             model_id: current.row.model_id,
             version_id,
             replicas,
-            spec: serde_json::to_value(&spec).map_err(|e| ControllerError::InvalidSpec(e.to_string()))?,
+            spec: spec.to_stored(),
         };
         let row = access.store().update_deployment(current.row.id, write).await?;
         let details = json!({ "version": change.version, "replicas": replicas });

@@ -114,6 +114,10 @@ error_codes! {
     RangeNotSatisfiable = ("range_not_satisfiable", 416),
     /// The body is larger than the server accepts.
     PayloadTooLarge = ("payload_too_large", 413),
+    /// The prompt (plus the tokens asked for) does not fit the model's context window.
+    ContextLengthExceeded = ("context_length_exceeded", 400),
+    /// The deployment serves another kind of model (e.g. embeddings asked of a chat model).
+    UnsupportedOperation = ("unsupported_operation", 400),
     /// The body's content type is not the one the route expects.
     UnsupportedMediaType = ("unsupported_media_type", 415),
     /// Too many failed login attempts; retry after the advertised delay.
@@ -124,6 +128,8 @@ error_codes! {
     Internal = ("internal_error", 500),
     /// The model runtime failed while running the model; the message says why.
     InferenceFailed = ("inference_failed", 500),
+    /// The engine behind an external deployment failed or could not be reached.
+    UpstreamError = ("upstream_error", 502),
     /// A backing service (database, Redis) is unreachable.
     ServiceUnavailable = ("service_unavailable", 503),
     /// The model is not loaded (still loading, failed to load, or stopping).

@@ -1,5 +1,6 @@
-//! The one place errors become HTTP: `{"error": {"code", "message"}}` with the status from
-//! the error-code table, plus `Retry-After` where the error carries one.
+//! The one place errors become HTTP: `{"error": {"code", "message", "type", "param"}}` with
+//! the status from the error-code table, plus `Retry-After` where the error carries one. The
+//! `type` and `param` fields make the body the error shape the OpenAI SDKs parse too.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -16,6 +17,8 @@ pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
     pub retry_after_secs: Option<u64>,
+    /// The request field at fault, when one is.
+    pub param: Option<String>,
 }
 
 /// The error body every route returns on failure.
@@ -30,11 +33,37 @@ pub struct ErrorDetail {
     pub code: String,
     /// A sentence for people.
     pub message: String,
+    /// The class of error, as OpenAI names them: `invalid_request_error`,
+    /// `authentication_error`, `permission_error`, `not_found_error`, `conflict_error`,
+    /// `rate_limit_error`, `server_error`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The request field at fault, when one is.
+    pub param: Option<String>,
+}
+
+/// The OpenAI error type of an HTTP status.
+fn kind_of(status: u16) -> &'static str {
+    match status {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        409 => "conflict_error",
+        429 => "rate_limit_error",
+        400..=499 => "invalid_request_error",
+        _ => "server_error",
+    }
 }
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), retry_after_secs: None }
+        Self { code, message: message.into(), retry_after_secs: None, param: None }
+    }
+
+    /// Names the request field at fault.
+    pub fn with_param(mut self, param: impl Into<String>) -> Self {
+        self.param = Some(param.into());
+        self
     }
 
     fn from_coded(e: &dyn Coded) -> Self {
@@ -49,7 +78,7 @@ impl ApiError {
             }
             e.to_string()
         };
-        Self { code, message, retry_after_secs: e.retry_after_secs() }
+        Self { code, message, retry_after_secs: e.retry_after_secs(), param: None }
     }
 }
 
@@ -98,7 +127,14 @@ impl From<InvalidField> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = ErrorBody { error: ErrorDetail { code: self.code.as_str().to_owned(), message: self.message } };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.as_str().to_owned(),
+                message: self.message,
+                kind: kind_of(status.as_u16()),
+                param: self.param,
+            },
+        };
         let mut response = (status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after_secs {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));

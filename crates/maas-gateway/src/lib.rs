@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod openai;
 pub mod openapi;
 pub mod routes;
 pub mod state;

@@ -8,6 +8,9 @@ pub enum RuntimeError {
     /// The request does not fit the model's signature (name, dtype, shape, size).
     #[error("{0}")]
     InvalidInput(String),
+    /// The prompt (with the tokens asked for) does not fit the model's context window.
+    #[error("{0}")]
+    ContextLength(String),
     /// The model could not be loaded.
     #[error("loading the model failed: {0}")]
     Load(String),
@@ -20,6 +23,7 @@ impl Coded for RuntimeError {
     fn code(&self) -> ErrorCode {
         match self {
             RuntimeError::InvalidInput(_) => ErrorCode::InvalidRequest,
+            RuntimeError::ContextLength(_) => ErrorCode::ContextLengthExceeded,
             RuntimeError::Load(_) => ErrorCode::Internal,
             RuntimeError::Inference(_) => ErrorCode::InferenceFailed,
         }

@@ -2,7 +2,9 @@
 //!
 //! - [`tensor`]: named, typed, shaped tensors in the KServe v2 data types.
 //! - [`backend`]: the [`Backend`] trait a model runtime implements (load once, then infer
-//!   synchronously); ONNX Runtime ([`onnx`]) is the first implementation.
+//!   synchronously); ONNX Runtime ([`onnx`]) and sentence embeddings ([`embed`]) implement it.
+//! - [`generate`]: causal language models that stream tokens (llama.cpp for GGUF, candle for
+//!   safetensors), with continuous batching on their own replicas.
 //! - [`validate`]: checks a request against a model's signature (also used by the gateway
 //!   before it queues a request).
 //! - [`replica`]: a [`Replica`] runs one backend on its own thread behind a bounded queue, with
@@ -12,7 +14,9 @@
 //! the async executor. Nothing here knows about HTTP or gRPC.
 
 pub mod backend;
+pub mod embed;
 pub mod error;
+pub mod generate;
 pub mod onnx;
 pub mod replica;
 pub mod tensor;

@@ -261,6 +261,100 @@ pub fn models_dir() -> std::path::PathBuf {
     )
 }
 
+/// Models and deployments made through the API, for tests that need one served.
+pub mod serving {
+    use std::time::Duration;
+
+    use reqwest::{Client, StatusCode};
+    use serde_json::{Value, json};
+
+    use super::{Server, call};
+
+    /// Creates model `repo` (`tenant/name`, once) with `task` and `visibility`, version
+    /// `version` of `format` holding `files` (path, bytes), and publishes it.
+    pub async fn publish(
+        s: &Server,
+        c: &Client,
+        repo: &str,
+        version: &str,
+        (task, visibility, format): (&str, &str, &str),
+        files: &[(String, Vec<u8>)],
+    ) {
+        let (tenant, name) = repo.split_once('/').expect("tenant/name");
+        let (status, body) = call(
+            c.post(s.at("/api/v1/models"))
+                .json(&json!({ "tenant": tenant, "name": name, "task": task, "visibility": visibility })),
+        )
+        .await;
+        assert!(status == StatusCode::CREATED || status == StatusCode::CONFLICT, "{status} {body}");
+        let url = s.at(&format!("/api/v1/models/{repo}/versions"));
+        let (status, body) = call(c.post(url).json(&json!({ "version": version, "format": format }))).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        for (path, bytes) in files {
+            let url = s.at(&format!("/api/v1/models/{repo}/versions/{version}/files/{path}"));
+            let (status, body) = call(c.put(url).body(bytes.clone())).await;
+            assert_eq!(status, StatusCode::CREATED, "{path}: {body}");
+        }
+        let (status, body) = call(c.post(s.at(&format!("/api/v1/models/{repo}/versions/{version}/publish")))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+
+    /// Every file under `dir`, as (relative path, bytes).
+    pub fn files_of(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+        let mut files = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
+                    let relative = path.strip_prefix(dir).unwrap().to_string_lossy().replace('\\', "/");
+                    files.push((relative, std::fs::read(&path).unwrap()));
+                }
+            }
+        }
+        files
+    }
+
+    /// Deploys `model` at `version` as `endpoint` (`tenant/name`) with extra settings merged
+    /// into the request, and waits until it is ready.
+    pub async fn deploy(s: &Server, c: &Client, endpoint: &str, model: &str, version: &str, extra: Value) -> Value {
+        let (tenant, name) = endpoint.split_once('/').expect("tenant/name");
+        let mut body = json!({ "tenant": tenant, "name": name, "model": model, "version": version });
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        let (status, created) = call(c.post(s.at("/api/v1/deployments")).json(&body)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{created}");
+        wait_ready(s, c, endpoint).await
+    }
+
+    /// Polls a deployment until it is ready; panics (with the server log) if it fails or
+    /// takes more than a minute.
+    pub async fn wait_ready(s: &Server, c: &Client, endpoint: &str) -> Value {
+        let mut last = Value::Null;
+        for _ in 0..600 {
+            let (_, status) = call(c.get(s.at(&format!("/api/v1/deployments/{endpoint}")))).await;
+            if status["ready"] == true {
+                return status;
+            }
+            assert_ne!(status["state"], "failed", "{endpoint} failed to load: {status}\n{}", s.log_text());
+            last = status;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{endpoint} did not become ready: {last}\n{}", s.log_text());
+    }
+
+    /// A new API key of `tenant` with `scopes`.
+    pub async fn api_key(s: &Server, c: &Client, tenant: &str, scopes: &[&str]) -> String {
+        let url = s.at(&format!("/api/v1/tenants/{tenant}/keys"));
+        let (status, body) = call(c.post(url).json(&json!({ "name": "test", "scopes": scopes }))).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["key"].as_str().expect("the key's secret").to_owned()
+    }
+}
+
 /// Running the `maas` CLI against a test server.
 pub mod cli {
     use std::path::Path;

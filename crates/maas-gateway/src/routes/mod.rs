@@ -53,4 +53,5 @@ pub fn all() -> OpenApiRouter<AppState> {
         .merge(hub::router())
         .merge(deployments::router())
         .merge(crate::v2::routes::router())
+        .merge(crate::openai::router())
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use maas_auth::Caller;
-use maas_controller::Endpoint;
+use maas_controller::{Endpoint, Serves};
 use maas_core::ErrorCode;
 use maas_runtime::Tensor;
 use serde::Serialize;
@@ -55,8 +55,24 @@ fn not_ready(endpoint: &Endpoint) -> ApiError {
     )
 }
 
+/// Refuses endpoints that do not serve tensors here: text generation (the OpenAI API serves
+/// them) and external engines (forwarded by the REST routes; not over gRPC).
+pub fn require_tensors(endpoint: &Endpoint) -> Result<(), ApiError> {
+    let why = match endpoint.serves() {
+        Serves::Tensors | Serves::Embeddings => return Ok(()),
+        Serves::Generation => "serves text generation: call /v1/chat/completions or /v1/completions",
+        Serves::Upstream => "is an external engine, reachable through the v2 REST routes only",
+    };
+    Err(ApiError::new(ErrorCode::UnsupportedOperation, format!("{} {why}", endpoint.full_name())))
+}
+
 /// Inputs, outputs, versions and platform of a ready endpoint.
 pub fn metadata(endpoint: &Endpoint) -> Result<ModelMetadata, ApiError> {
+    require_tensors(endpoint)?;
+    let platform = match endpoint.serves() {
+        Serves::Embeddings => "sentence_transformers",
+        _ => "onnxruntime_onnx",
+    };
     let (inputs, outputs) = endpoint.io().ok_or_else(|| not_ready(endpoint))?;
     let meta = |io: Vec<maas_runtime::IoSpec>| {
         io.into_iter().map(|s| TensorMetadata { name: s.name, datatype: s.dtype.as_str(), shape: s.shape }).collect()
@@ -64,7 +80,7 @@ pub fn metadata(endpoint: &Endpoint) -> Result<ModelMetadata, ApiError> {
     Ok(ModelMetadata {
         name: endpoint.full_name(),
         versions: vec![endpoint.version.version.clone()],
-        platform: "onnxruntime_onnx",
+        platform,
         inputs: meta(inputs),
         outputs: meta(outputs),
     })
@@ -77,6 +93,7 @@ pub async fn infer(
     inputs: Vec<Tensor>,
     outputs: Vec<String>,
 ) -> Result<Vec<Tensor>, ApiError> {
+    require_tensors(endpoint)?;
     let (input_spec, output_spec) = endpoint.io().ok_or_else(|| not_ready(endpoint))?;
     maas_runtime::validate(&inputs, &input_spec)?;
     maas_runtime::validate_outputs(&outputs, &output_spec)?;

@@ -10,12 +10,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use maas_auth::Caller;
+use maas_controller::Serves;
 use maas_core::ErrorCode;
 use serde_json::json;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use super::codec;
+use super::{codec, upstream};
 use super::core::{self, ModelMetadata, TensorMetadata};
 use crate::error::ApiError;
 use crate::extract::Path;
@@ -89,6 +90,9 @@ async fn model_get(
     let caller = caller?;
     let target = parse_target(&rest).ok_or_else(|| bad_request(format!("'{rest}' is not a v2 model path")))?;
     let endpoint = core::endpoint(&state, &caller, &target.name, target.version.as_deref()).await?;
+    if endpoint.serves() == Serves::Upstream && target.action != Some("infer") {
+        return Ok(upstream::get(&endpoint, if target.action == Some("ready") { "/ready" } else { "" }).await?);
+    }
     match target.action {
         None => Ok(axum::Json(core::metadata(&endpoint)?).into_response()),
         Some("ready") if endpoint.is_ready() => Ok(StatusCode::OK.into_response()),
@@ -126,6 +130,9 @@ async fn model_post(
         ),
         None => None,
     };
+    if endpoint.serves() == Serves::Upstream {
+        return Ok(upstream::infer(&endpoint, &headers, bytes).await?);
+    }
     let request = codec::decode_request(&bytes, header_len).map_err(|e| bad_request(e.0))?;
     let result = core::infer(&state, &endpoint, request.inputs.clone(), request.outputs.clone()).await?;
     let (body, json_len) = codec::encode_response(&endpoint.full_name(), &endpoint.version.version, &request, result)

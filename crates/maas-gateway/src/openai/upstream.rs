@@ -1,0 +1,161 @@
+//! Forwarding OpenAI calls to an external engine (a deployment of format `external`, protocol
+//! `openai`): the request goes upstream with the upstream's key and model name; the answer
+//! comes back with our deployment name in `model`, streams chunk by chunk. Tokens are counted
+//! from the engine's `usage` (streams are asked to include it; the extra chunk is dropped when
+//! the client did not ask for it).
+
+use std::convert::Infallible;
+
+use axum::response::sse::Event;
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt as _;
+use maas_controller::spec::UpstreamProtocol;
+use maas_controller::{Endpoint, Upstream};
+use maas_core::ErrorCode;
+use serde_json::{Value, json};
+
+use super::generation::{UsageMeter, sse};
+use crate::error::ApiError;
+
+fn not_openai(endpoint: &Endpoint) -> ApiError {
+    ApiError::new(
+        ErrorCode::UnsupportedOperation,
+        format!("{} is an external KServe v2 engine; call it through /v2/models/…/infer", endpoint.full_name()),
+    )
+}
+
+/// Records the token counts of an upstream `usage` object.
+fn count(meter: &mut UsageMeter, usage: &Value) {
+    let n = |k: &str| usage.get(k).and_then(Value::as_u64).map(|v| v as usize);
+    if let Some(p) = n("prompt_tokens") {
+        meter.prompt_tokens = p;
+    }
+    if let Some(c) = n("completion_tokens") {
+        meter.completion_tokens = c;
+    }
+}
+
+/// Sends `body` to the engine's `path` and relays the answer.
+pub async fn forward(endpoint: &Endpoint, path: &'static str, mut body: Value) -> Result<Response, ApiError> {
+    let upstream = endpoint.upstream().ok_or_else(|| {
+        ApiError::new(ErrorCode::ModelNotReady, format!("{} is not started yet", endpoint.full_name()))
+    })?;
+    if upstream.protocol != UpstreamProtocol::Openai {
+        return Err(not_openai(endpoint));
+    }
+    let streaming = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let client_wants_usage = body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
+    body["model"] = json!(upstream.model);
+    if streaming {
+        body["stream_options"] = json!({ "include_usage": true });
+    }
+    let response =
+        upstream.send(upstream.request(reqwest::Method::POST, path).json(&body)).await.map_err(ApiError::from)?;
+    let status = response.status();
+    let api = path.trim_start_matches("/v1/");
+    let mut meter = UsageMeter::new(endpoint.full_name(), api, 0);
+    if !status.is_success() {
+        return Err(upstream_error(&upstream, response).await);
+    }
+    if streaming {
+        return Ok(relay_stream(response, meter, endpoint.full_name(), client_wants_usage));
+    }
+    let mut answer: Value = response
+        .json()
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::UpstreamError, format!("the engine's answer is not JSON: {e}")))?;
+    if let Some(usage) = answer.get("usage") {
+        count(&mut meter, usage);
+    }
+    meter.finish();
+    answer["model"] = json!(endpoint.full_name());
+    Ok(axum::Json(answer).into_response())
+}
+
+/// The engine's error: its own 4xx message (the caller's request was refused), or 502.
+async fn upstream_error(upstream: &Upstream, response: reqwest::Response) -> ApiError {
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    let message = serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|v| v.pointer("/error/message").or_else(|| v.get("error")).and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or(text);
+    let code = if status.is_client_error() { ErrorCode::InvalidRequest } else { ErrorCode::UpstreamError };
+    ApiError::new(code, format!("the engine at {} answered {status}: {message}", upstream.url("")))
+}
+
+/// Relays the engine's server-sent events, renaming the model and counting tokens.
+fn relay_stream(response: reqwest::Response, meter: UsageMeter, model: String, client_wants_usage: bool) -> Response {
+    struct St {
+        bytes: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+        buffer: Vec<u8>,
+        meter: UsageMeter,
+        model: String,
+        client_wants_usage: bool,
+        done: bool,
+    }
+    let state = St {
+        bytes: response.bytes_stream().boxed(),
+        buffer: Vec::new(),
+        meter,
+        model,
+        client_wants_usage,
+        done: false,
+    };
+    let events = futures::stream::unfold(state, |mut st| async move {
+        loop {
+            // One whole event (up to a blank line) from the buffer, if there is one.
+            if let Some(end) = st.buffer.windows(2).position(|w| w == b"\n\n") {
+                let raw: Vec<u8> = st.buffer.drain(..end + 2).collect();
+                let text = String::from_utf8_lossy(&raw);
+                let data: String = text
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                if data.is_empty() {
+                    continue;
+                }
+                if data == "[DONE]" {
+                    st.meter.finish();
+                    return Some((Ok::<Event, Infallible>(Event::default().data("[DONE]")), st));
+                }
+                let Ok(mut chunk) = serde_json::from_str::<Value>(&data) else {
+                    return Some((Ok(Event::default().data(data)), st));
+                };
+                let usage_only = chunk.get("choices").and_then(Value::as_array).is_some_and(Vec::is_empty);
+                if let Some(usage) = chunk.get("usage").filter(|u| !u.is_null()) {
+                    count(&mut st.meter, usage);
+                    if usage_only && !st.client_wants_usage {
+                        continue;
+                    }
+                    if let (false, Some(c)) = (st.client_wants_usage, chunk.as_object_mut()) {
+                        c.remove("usage");
+                    }
+                }
+                if chunk.get("model").is_some() {
+                    chunk["model"] = json!(st.model);
+                }
+                return Some((Ok(Event::default().data(chunk.to_string())), st));
+            }
+            if st.done {
+                return None;
+            }
+            match st.bytes.next().await {
+                Some(Ok(bytes)) => st.buffer.extend(bytes.iter().filter(|&&b| b != b'\r')),
+                Some(Err(e)) => {
+                    st.done = true;
+                    let error = json!({ "error": { "message": format!("the engine's stream broke: {e}"),
+                                                   "type": "server_error", "code": "upstream_error", "param": null } });
+                    return Some((Ok(Event::default().data(error.to_string())), st));
+                }
+                None => {
+                    st.done = true;
+                    st.buffer.extend_from_slice(b"\n\n");
+                }
+            }
+        }
+    });
+    sse(events)
+}

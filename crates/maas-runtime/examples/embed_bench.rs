@@ -1,0 +1,79 @@
+//! Sentence embeddings straight through `EmbeddingBackend::infer`, no server: sentences per
+//! second at a given batch size. Used by bench/embeddings.sh for the in-process row.
+//!
+//! ```sh
+//! cargo run --release -p maas-runtime --example embed_bench -- MODEL_DIR SENTENCES_FILE [BATCH] [ROUNDS]
+//! ```
+//!
+//! SENTENCES_FILE holds one sentence per line. Every round embeds all of them in batches of
+//! BATCH (default 32) after one warm-up round; ROUNDS defaults to 5. Prints one JSON line:
+//! `{"sentences", "batch", "rounds", "best_per_s", "median_per_s", "each_per_s", "threads",
+//! "cpu_s_per_round"}` (the process's CPU time, user and system, per round: from `/proc` on
+//! Linux, else 0). Threads: candle's default (`RAYON_NUM_THREADS`, else one per physical core).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use maas_runtime::embed::{EmbeddingBackend, EmbeddingConfig, TEXT_INPUT};
+use maas_runtime::{Backend, Tensor, TensorData};
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("embed_bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn arg(args: &[String], index: usize, default: usize) -> Result<usize, String> {
+    args.get(index).map_or(Ok(default), |a| a.parse().map_err(|e| format!("argument {index} ({a}): {e}")))
+}
+
+fn run() -> Result<(), String> {
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(dir), Some(file)) = (args.get(1), args.get(2)) else {
+        return Err("usage: embed_bench MODEL_DIR SENTENCES_FILE [BATCH] [ROUNDS]".into());
+    };
+    let batch = arg(&args, 3, 32)?.max(1);
+    let rounds = arg(&args, 4, 5)?.max(1);
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
+    let sentences: Vec<Vec<u8>> = text.lines().map(|l| l.as_bytes().to_vec()).collect();
+    let mut backend =
+        EmbeddingBackend::load(&PathBuf::from(dir), &EmbeddingConfig::default()).map_err(|e| e.to_string())?;
+    let mut round = || -> Result<f64, String> {
+        let started = Instant::now();
+        for chunk in sentences.chunks(batch) {
+            let input = Tensor::new(TEXT_INPUT, vec![chunk.len() as i64], TensorData::Bytes(chunk.to_vec()))
+                .map_err(|e| e.to_string())?;
+            backend.infer(vec![input], &[]).map_err(|e| e.to_string())?;
+        }
+        Ok(sentences.len() as f64 / started.elapsed().as_secs_f64())
+    };
+    round()?;
+    let cpu_before = cpu_seconds();
+    let mut each = (0..rounds).map(|_| round()).collect::<Result<Vec<f64>, String>>()?;
+    let cpu_per_round = (cpu_seconds() - cpu_before) / rounds as f64;
+    let listed: Vec<String> = each.iter().map(|r| format!("{r:.1}")).collect();
+    each.sort_by(f64::total_cmp);
+    println!(
+        "{{\"sentences\": {}, \"batch\": {batch}, \"rounds\": {rounds}, \"best_per_s\": {:.1}, \
+         \"median_per_s\": {:.1}, \"each_per_s\": [{}], \"threads\": {}, \"cpu_s_per_round\": {cpu_per_round:.3}}}",
+        sentences.len(),
+        each[each.len() - 1],
+        each[each.len() / 2],
+        listed.join(", "),
+        candle_core::utils::get_num_threads(),
+    );
+    Ok(())
+}
+
+/// User + system CPU time of this process so far, from `/proc/self/stat` (0 where absent).
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) start at its closing parenthesis;
+    // utime and stime are fields 14 and 15, in clock ticks (100 per second on Linux).
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}

