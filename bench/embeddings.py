@@ -3,16 +3,19 @@
 
 Run by bench/embeddings.sh, which builds the binaries and starts the server. Rows
 (bench/README.md has the method):
-  sentence-transformers  SentenceTransformer.encode in a subprocess of the st-venv's Python
-                         (torch with the same threads), batch B
-  in-process             crates/maas-runtime/examples/embed_bench: EmbeddingBackend::infer
-                         straight, no server, batch B
-  server                 POST /v1/embeddings with B texts per request, sequential calls, against
-                         a deployment of the same folder (format safetensors)
+  sentence-transformers  SentenceTransformer.encode per batch, in a subprocess of the st-venv's
+                         Python (torch with the same threads)
+  in-process             crates/maas-runtime/examples/embed_bench: EmbeddingBackend::infer per
+                         batch, no server
+  server                 POST /v1/embeddings with one batch per request, sequential calls,
+                         against a deployment of the same folder (format safetensors)
 
-Every variant embeds the same N generated sentences (9-27 tokens each) in batches of B, once to
-warm up and then ROUNDS times; the median round is reported. Only the standard library is used
-here, so the script runs under any Python 3.9+ (the `st` subcommand needs sentence-transformers).
+Every variant embeds the same N generated sentences (9-27 tokens each) in batches of B. Each
+variant is loaded and warmed up once, then the rounds alternate between the variants (round 1
+of each, round 2 of each, ...), so that a slow moment of the machine hits all of them alike;
+the median round is reported, with the CPU time (user + system, from /proc) the variant's
+process spent per round. Only the standard library is used here, so the script runs under any
+Python 3.9+ (the `st` subcommand needs sentence-transformers).
 """
 
 from __future__ import annotations
@@ -59,23 +62,30 @@ def sentences(n: int, seed: int = 2026) -> list[str]:
     return out
 
 
-def rounds_of(batch_call, texts: list[str], batch: int, rounds: int) -> list[float]:
-    """Sentences per second of `rounds` passes over `texts` in batches, after one warm-up pass."""
-
-    def one_pass() -> float:
-        started = time.perf_counter()
-        for i in range(0, len(texts), batch):
-            batch_call(texts[i : i + batch])
-        return len(texts) / (time.perf_counter() - started)
-
-    one_pass()
-    return [one_pass() for _ in range(rounds)]
+def one_pass(batch_call, texts: list[str], batch: int) -> float:
+    """Sentences per second of one pass over `texts` in batches."""
+    started = time.perf_counter()
+    for i in range(0, len(texts), batch):
+        batch_call(texts[i : i + batch])
+    return len(texts) / (time.perf_counter() - started)
 
 
-# --- sentence-transformers (run as a subprocess in the st-venv) ----------------------------
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of process `pid` (0 when unknown)."""
+    if not pid:
+        return 0.0
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+# --- sentence-transformers (the `st` subcommand, run in the st-venv) -------------------------
 
 
 def run_st(args) -> int:
+    """Loads the model, warms up, prints `ready`, then one pass per line read from stdin."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import sentence_transformers
     import torch
@@ -84,19 +94,44 @@ def run_st(args) -> int:
     torch.set_num_threads(args.threads)
     model = SentenceTransformer(args.model_dir, device="cpu", local_files_only=True)
     texts = sentences(args.sentences)
-    each = rounds_of(lambda b: model.encode(b, batch_size=len(b)), texts, args.batch, args.rounds)
     tokens = [int(n) for n in getattr(model, "preprocess", model.tokenize)(texts)["attention_mask"].sum(dim=1)]
-    print(
-        json.dumps(
-            {
-                "each": each,
-                "version": f"sentence-transformers {sentence_transformers.__version__}, torch {torch.__version__}",
-                "threads": torch.get_num_threads(),
-                "tokens": [min(tokens), max(tokens), sum(tokens) / len(tokens)],
-            }
-        )
-    )
+    encode = lambda b: model.encode(b, batch_size=len(b))  # noqa: E731
+    one_pass(encode, texts, args.batch)
+    info = {
+        "version": f"sentence-transformers {sentence_transformers.__version__}, torch {torch.__version__}",
+        "threads": torch.get_num_threads(),
+        "tokens": [min(tokens), max(tokens), sum(tokens) / len(tokens)],
+    }
+    print(json.dumps({"ready": info}), flush=True)
+    for _ in sys.stdin:
+        print(json.dumps({"per_s": one_pass(encode, texts, args.batch)}), flush=True)
     return 0
+
+
+class Child:
+    """A variant in a subprocess that prints a first line when warm and then runs one pass per
+    line it reads, answering with a JSON line holding `per_s`."""
+
+    def __init__(self, name: str, cmd: list[str], env: dict | None = None):
+        self.name = name
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        first = self.proc.stdout.readline()
+        if not first:
+            raise RuntimeError(f"{name}: the subprocess exited before it was ready ({self.proc.wait()})")
+        self.ready = first.strip()
+        self.pid = self.proc.pid
+
+    def round(self) -> float:
+        self.proc.stdin.write("round\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.name}: the subprocess exited ({self.proc.wait()})")
+        return json.loads(line)["per_s"]
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
 
 
 # --- the server ------------------------------------------------------------------------------
@@ -182,91 +217,108 @@ def deploy(http: Http, model_dir: str, batch: int, threads: int) -> None:
     http.cookie, http.key = "", body["key"]
 
 
-def run_server(args, texts: list[str]) -> dict:
-    """Sequential POST /v1/embeddings calls of B texts; raises Unavailable when the server cannot."""
-    http = Http(args.http)
-    deploy(http, args.model_dir, args.batch, args.threads)
-    model = f"{TENANT}/{DEPLOYMENT}"
-    dims = set()
+class Server:
+    """POST /v1/embeddings, one batch per request; raises Unavailable when the server cannot."""
 
-    def call(batch: list[str]) -> None:
-        status, body = http.call("POST", "/v1/embeddings", body={"model": model, "input": batch})
+    name = "server"
+
+    def __init__(self, args, texts: list[str]):
+        self.http = Http(args.http)
+        self.texts, self.batch, self.pid = texts, args.batch, args.server_pid
+        deploy(self.http, args.model_dir, args.batch, args.threads)
+        self.model = f"{TENANT}/{DEPLOYMENT}"
+        self.dims: set[int] = set()
+        one_pass(self.call, texts, args.batch)
+
+    def call(self, batch: list[str]) -> None:
+        status, body = self.http.call("POST", "/v1/embeddings", body={"model": self.model, "input": batch})
         if status != 200:
             raise Unavailable(f"POST /v1/embeddings answered {status}: {str(body)[:300]}")
         if len(body["data"]) != len(batch):
             raise RuntimeError(f"{len(batch)} texts gave {len(body['data'])} embeddings")
-        dims.add(len(body["data"][0]["embedding"]))
+        self.dims.add(len(body["data"][0]["embedding"]))
 
-    each = rounds_of(call, texts, args.batch, args.rounds)
-    return {"each": each, "dims": sorted(dims)}
+    def round(self) -> float:
+        return one_pass(self.call, self.texts, self.batch)
 
-
-def run_direct(args) -> dict:
-    """The Rust example: EmbeddingBackend::infer in its own process, no server."""
-    out = subprocess.run(
-        [args.embed_bench, args.model_dir, args.sentences_file, str(args.batch), str(args.rounds)],
-        check=True, capture_output=True, text=True, env={**os.environ, "RAYON_NUM_THREADS": str(args.threads)},
-    )
-    r = json.loads(out.stdout.strip().splitlines()[-1])
-    return {"each": r["each_per_s"], "threads": r["threads"]}
-
-
-def run_reference(args) -> dict:
-    """sentence-transformers in the st-venv, as a subprocess running this file's `st` command."""
-    cmd = [args.st_python, os.path.abspath(__file__), "st", "--model-dir", args.model_dir, "--threads", str(args.threads),
-           "--batch", str(args.batch), "--rounds", str(args.rounds), "--sentences", str(args.sentences)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    def close(self) -> None:
+        pass
 
 
 # --- the report ------------------------------------------------------------------------------
 
 
-def fmt_each(each: list[float]) -> str:
-    return " ".join(f"{x:.0f}" for x in each)
-
-
-def report(args, results: dict, load_before, load_after) -> None:
+def report(args, results: dict, notes: dict, info: dict | None, load_before, load_after) -> None:
     st = results.get("st")
-    st_median = statistics.median(st["each"]) if isinstance(st, dict) else None
+    st_median = statistics.median(st["each"]) if st else None
     print(f"all-MiniLM-L6-v2, {args.sentences} sentences of 9-27 tokens, batch {args.batch}, {args.threads} threads; "
-          f"median of {args.rounds} rounds after a warm-up (sentences/s); ratio = row / sentence-transformers.\n")
-    print("| row | sentences/s | each round | vs sentence-transformers | target | result |")
-    print("| --- | ---: | --- | ---: | --- | --- |")
+          f"median of {args.rounds} interleaved rounds after a warm-up; ratio = row / sentence-transformers.\n")
+    print("| row | sentences/s | each round | vs sentence-transformers | CPU s per round | target | result |")
+    print("| --- | ---: | --- | ---: | ---: | --- | --- |")
     rows = [
-        ("st", "sentence-transformers `encode` (reference)", None),
-        ("direct", "MaaS `EmbeddingBackend::infer` in-process (examples/embed_bench)", 2.0),
-        ("server", "MaaS `POST /v1/embeddings`, sequential requests of one batch each", 2.0),
+        ("st", "sentence-transformers `encode` (reference)", False),
+        ("direct", "MaaS `EmbeddingBackend::infer` in-process (examples/embed_bench)", True),
+        ("server", "MaaS `POST /v1/embeddings`, sequential requests of one batch each", True),
     ]
-    for key, label, target in rows:
+    for key, label, judged in rows:
+        target = "≥ 2×" if judged else "reference"
         r = results.get(key)
-        if not isinstance(r, dict):
-            print(f"| {label} | — | — | — | {'≥ 2×' if target else 'reference'} | {r or 'not run'} |")
+        if not r:
+            print(f"| {label} | — | — | — | — | {target} | {notes.get(key, 'not run')} |")
             continue
         median = statistics.median(r["each"])
         ratio = f"{median / st_median:.2f}×" if st_median else "—"
-        if target is None:
+        if not judged:
             verdict = "—"
         elif st_median:
-            verdict = "**pass**" if median / st_median >= target else "**FAIL**"
+            verdict = "**pass**" if median / st_median >= 2.0 else "**FAIL**"
         else:
             verdict = "no reference"
-        print(f"| {label} | {median:.1f} | {fmt_each(r['each'])} | {ratio} | {'≥ 2×' if target else 'reference'} | {verdict} |")
+        each = " ".join(f"{x:.0f}" for x in r["each"])
+        cpu = f"{statistics.median(r['cpu']):.2f}" if any(r["cpu"]) else "—"
+        print(f"| {label} | {median:.1f} | {each} | {ratio} | {cpu} | {target} | {verdict} |")
     print()
     extra = []
-    if isinstance(st, dict):
-        lo, hi, mean = st["tokens"]
-        extra.append(f"{st['version']} ({st['threads']} torch threads); tokens per sentence {lo}-{hi}, mean {mean:.1f}")
-    cpu = platform.processor() or platform.machine()
-    extra.append(f"{os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}; load average "
+    if info:
+        lo, hi, mean = info["tokens"]
+        extra.append(f"{info['version']} ({info['threads']} torch threads); tokens per sentence {lo}-{hi}, mean {mean:.1f}")
+    extra.append(f"{os.cpu_count()} CPUs ({platform.machine()}), Python {platform.python_version()}; load average "
                  f"{' '.join(load_before)} before, {' '.join(load_after)} after")
     print(f"`{args.command}`: " + "; ".join(extra) + ".")
+
+
+def start_variants(args, texts: list[str]) -> tuple[list, dict, dict | None]:
+    """Loads and warms up every variant that can run; notes say why the others do not."""
+    variants, notes, info = [], {}, None
+    if args.st_python:
+        log(f"sentence-transformers with {args.threads} torch threads")
+        cmd = [args.st_python, os.path.abspath(__file__), "st", "--model-dir", args.model_dir, "--threads",
+               str(args.threads), "--batch", str(args.batch), "--sentences", str(args.sentences)]
+        child = Child("st", cmd)
+        info = json.loads(child.ready)["ready"]
+        variants.append(child)
+    else:
+        notes["st"] = "skipped: no sentence-transformers venv (see bench/README.md)"
+    if args.embed_bench:
+        log("in-process EmbeddingBackend (examples/embed_bench)")
+        with open(args.sentences_file, "w", encoding="utf-8") as f:
+            f.write("\n".join(texts) + "\n")
+        env = {**os.environ, "RAYON_NUM_THREADS": str(args.threads)}
+        variants.append(Child("direct", [args.embed_bench, args.model_dir, args.sentences_file, str(args.batch), "0"], env))
+    if args.http:
+        log("server: deploying the folder and calling POST /v1/embeddings")
+        try:
+            variants.append(Server(args, texts))
+        except Unavailable as e:
+            log(f"server row not available: {e}")
+            notes["server"] = f"not available: {e}".replace("|", "/")[:200]
+    return variants, notes, info
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd")
-    st = sub.add_parser("st", help="sentence-transformers alone (run in the st-venv); prints JSON")
+    st = sub.add_parser("st", help="sentence-transformers alone, one pass per stdin line (run in the st-venv)")
     sent = sub.add_parser("sentences", help="writes the sentences, one per line")
     sent.add_argument("file")
     for q in (p, st, sent):
@@ -275,11 +327,12 @@ def main() -> int:
         q.add_argument("--model-dir", default=None, help="the sentence-transformers folder")
         q.add_argument("--threads", type=int, default=2)
         q.add_argument("--batch", type=int, default=32)
-        q.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--http", help="the server's REST address host:port (no server row without it)")
+    p.add_argument("--server-pid", type=int, help="the server's pid, for its CPU time")
     p.add_argument("--embed-bench", help="the release build of examples/embed_bench (no in-process row without it)")
     p.add_argument("--st-python", help="the st-venv's python (no reference row without it)")
-    p.add_argument("--sentences-file", help="where to write the sentences for embed_bench")
+    p.add_argument("--sentences-file", default="/tmp/maas-bench-sentences.txt", help="the sentences for embed_bench")
     p.add_argument("--command", default=" ".join(sys.argv), help="the command line to print")
     args = p.parse_args()
     if args.cmd == "sentences":
@@ -292,28 +345,25 @@ def main() -> int:
         return run_st(args)
 
     texts = sentences(args.sentences)
+    variants, notes, info = start_variants(args, texts)
     load_before = open("/proc/loadavg").read().split()[:3]
-    results: dict = {}
-    if args.st_python:
-        log(f"sentence-transformers with {args.threads} torch threads")
-        results["st"] = run_reference(args)
-    else:
-        results["st"] = "skipped: no st-venv (see bench/README.md)"
-    if args.embed_bench:
-        args.sentences_file = args.sentences_file or "/tmp/maas-bench-sentences.txt"
-        with open(args.sentences_file, "w", encoding="utf-8") as f:
-            f.write("\n".join(texts) + "\n")
-        log("in-process EmbeddingBackend (examples/embed_bench)")
-        results["direct"] = run_direct(args)
-    if args.http:
-        log("server: deploying the folder and calling POST /v1/embeddings")
-        try:
-            results["server"] = run_server(args, texts)
-        except Unavailable as e:
-            log(f"server row not available: {e}")
-            results["server"] = f"not available: {e}".replace("|", "/")[:200]
+    results = {v.name: {"each": [], "cpu": []} for v in variants}
+    log(f"{args.rounds} rounds of {', '.join(v.name for v in variants)}")
+    for _ in range(args.rounds):
+        for v in variants:
+            cpu = cpu_seconds(v.pid)
+            try:
+                results[v.name]["each"].append(v.round())
+            except Unavailable as e:  # the endpoint went away mid-run
+                notes[v.name] = f"not available: {e}"[:200]
+                results.pop(v.name, None)
+                variants.remove(v)
+                break
+            results[v.name]["cpu"].append(cpu_seconds(v.pid) - cpu)
+    for v in variants:
+        v.close()
     load_after = open("/proc/loadavg").read().split()[:3]
-    report(args, results, load_before, load_after)
+    report(args, results, notes, info, load_before, load_after)
     return 0
 
 

@@ -57,9 +57,9 @@ HTTP_ADDR=$(bench_addr "$WORK/server.log" listen_addr)
 log "server pid $SERVER_PID: REST $HTTP_ADDR"
 
 status=0
-"$MAAS_TEST_PYTHON" "$ROOT/bench/embeddings.py" --http "$HTTP_ADDR" --model-dir "$MODEL_DIR" --threads "$THREADS" \
-  --embed-bench "$EMBED_BENCH" --sentences-file "$WORK/sentences.txt" "${ST_ARGS[@]}" --command "$COMMAND" "$@" ||
-  status=$?
+"$MAAS_TEST_PYTHON" "$ROOT/bench/embeddings.py" --http "$HTTP_ADDR" --server-pid "$SERVER_PID" \
+  --model-dir "$MODEL_DIR" --threads "$THREADS" --embed-bench "$EMBED_BENCH" --sentences-file "$WORK/sentences.txt" \
+  "${ST_ARGS[@]}" --command "$COMMAND" "$@" || status=$?
 if [ "$status" != 0 ]; then
   log "bench/embeddings.py failed ($status); last lines of the server log:"
   tail -20 "$WORK/server.log" >&2

@@ -5,12 +5,16 @@
 //! cargo run --release -p maas-runtime --example embed_bench -- MODEL_DIR SENTENCES_FILE [BATCH] [ROUNDS]
 //! ```
 //!
-//! SENTENCES_FILE holds one sentence per line. Every round embeds all of them in batches of
-//! BATCH (default 32) after one warm-up round; ROUNDS defaults to 5. Prints one JSON line:
-//! `{"sentences", "batch", "rounds", "best_per_s", "median_per_s", "each_per_s", "threads",
-//! "cpu_s_per_round"}` (the process's CPU time, user and system, per round: from `/proc` on
-//! Linux, else 0). Threads: candle's default (`RAYON_NUM_THREADS`, else one per physical core).
+//! SENTENCES_FILE holds one sentence per line. A round embeds all of them in batches of BATCH
+//! (default 32). After one warm-up round it runs ROUNDS rounds (default 5) and prints one JSON
+//! line: `{"sentences", "batch", "rounds", "best_per_s", "median_per_s", "each_per_s",
+//! "threads", "cpu_s_per_round"}`. With ROUNDS 0 it prints `ready` after the warm-up and then
+//! runs one round per line read from standard input, printing `{"per_s", "cpu_s"}` for each
+//! (so that a driver can interleave it with other variants). CPU time is the process's user +
+//! system time from `/proc` (0 elsewhere). Threads: candle's default (`RAYON_NUM_THREADS`,
+//! else one per physical core).
 
+use std::io::BufRead;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -34,24 +38,34 @@ fn run() -> Result<(), String> {
         return Err("usage: embed_bench MODEL_DIR SENTENCES_FILE [BATCH] [ROUNDS]".into());
     };
     let batch = arg(&args, 3, 32)?.max(1);
-    let rounds = arg(&args, 4, 5)?.max(1);
+    let rounds = arg(&args, 4, 5)?;
     let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
     let sentences: Vec<Vec<u8>> = text.lines().map(|l| l.as_bytes().to_vec()).collect();
     let mut backend =
         EmbeddingBackend::load(&PathBuf::from(dir), &EmbeddingConfig::default()).map_err(|e| e.to_string())?;
-    let mut round = || -> Result<f64, String> {
-        let started = Instant::now();
+    // One round: (sentences per second, CPU seconds).
+    let mut round = || -> Result<(f64, f64), String> {
+        let (started, cpu) = (Instant::now(), cpu_seconds());
         for chunk in sentences.chunks(batch) {
             let input = Tensor::new(TEXT_INPUT, vec![chunk.len() as i64], TensorData::Bytes(chunk.to_vec()))
                 .map_err(|e| e.to_string())?;
             backend.infer(vec![input], &[]).map_err(|e| e.to_string())?;
         }
-        Ok(sentences.len() as f64 / started.elapsed().as_secs_f64())
+        Ok((sentences.len() as f64 / started.elapsed().as_secs_f64(), cpu_seconds() - cpu))
     };
     round()?;
-    let cpu_before = cpu_seconds();
-    let mut each = (0..rounds).map(|_| round()).collect::<Result<Vec<f64>, String>>()?;
-    let cpu_per_round = (cpu_seconds() - cpu_before) / rounds as f64;
+    if rounds == 0 {
+        println!("ready");
+        for line in std::io::stdin().lock().lines() {
+            line.map_err(|e| e.to_string())?;
+            let (per_s, cpu) = round()?;
+            println!("{{\"per_s\": {per_s:.1}, \"cpu_s\": {cpu:.3}}}");
+        }
+        return Ok(());
+    }
+    let results = (0..rounds).map(|_| round()).collect::<Result<Vec<(f64, f64)>, String>>()?;
+    let cpu_per_round = results.iter().map(|r| r.1).sum::<f64>() / rounds as f64;
+    let mut each: Vec<f64> = results.iter().map(|r| r.0).collect();
     let listed: Vec<String> = each.iter().map(|r| format!("{r:.1}")).collect();
     each.sort_by(f64::total_cmp);
     println!(

@@ -51,6 +51,8 @@ pub const TOKENS_OUTPUT: &str = "tokens";
 /// Tokens encoded in one pass at most (bounds the memory of a large request: about 10 KiB of
 /// activations per token for a 384-wide model).
 const TOKENS_PER_PASS: usize = 8192;
+/// Rows of the feed-forward block computed together.
+const FEED_FORWARD_ROWS: usize = 256;
 /// Fused passes smaller than this many values run on one thread.
 const PARALLEL_MIN: usize = 32 * 1024;
 
@@ -200,7 +202,10 @@ fn load_head(dir: &Path) -> Result<Head, RuntimeError> {
     }
     let pooling = pooling.unwrap_or_else(Pooling::mean);
     if pooling.pooling_mode_weightedmean_tokens {
-        return Err(RuntimeError::Load(format!("{}: pooling_mode_weightedmean_tokens is not supported", dir.display())));
+        return Err(RuntimeError::Load(format!(
+            "{}: pooling_mode_weightedmean_tokens is not supported",
+            dir.display()
+        )));
     }
     if pooling.modes() == 0 {
         return Err(RuntimeError::Load(format!("{}: the pooling module enables no mode", dir.display())));
@@ -283,7 +288,12 @@ impl Weights {
     fn get(&self, names: &[&str], shape: &[usize]) -> Result<CandleTensor, RuntimeError> {
         let found = names.iter().find_map(|n| self.tensors.get(&format!("{}{n}", self.prefix)));
         let Some(tensor) = found else {
-            return Err(RuntimeError::Load(format!("{}: the weights have no {}{}", self.dir.display(), self.prefix, names[0])));
+            return Err(RuntimeError::Load(format!(
+                "{}: the weights have no {}{}",
+                self.dir.display(),
+                self.prefix,
+                names[0]
+            )));
         };
         if tensor.dims() != shape {
             return Err(RuntimeError::Load(format!(
@@ -389,9 +399,7 @@ impl Activation {
             }
         }
         match self {
-            Activation::GeluErf => {
-                each(raw, bias, out, |x| 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2)))
-            }
+            Activation::GeluErf => each(raw, bias, out, |x| 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))),
             Activation::GeluTanh => each(raw, bias, out, |x| {
                 let inner = 0.797_884_6 * (x + 0.044_715 * x * x * x);
                 0.5 * x * (1.0 + inner.tanh())
@@ -607,11 +615,32 @@ impl Bert {
         threads: usize,
     ) -> candle_core::Result<CandleTensor> {
         let h = self.hidden;
-        let context = with_values(&layer.qkv.product(x)?, |qkv| self.attention(qkv, &layer.qkv.bias, lengths, threads))?;
-        let attended =
-            self.residual_norm(&layer.attention_out, &matrix(context, h)?, x, &layer.attention_norm, threads)?;
+        let context =
+            with_values(&layer.qkv.product(x)?, |qkv| self.attention(qkv, &layer.qkv.bias, lengths, threads))?;
+        let product = layer.attention_out.product(&matrix(context, h)?)?;
+        let attended = with_values(x, |x| {
+            self.residual_norm(&product, &layer.attention_out.bias, x, &layer.attention_norm, threads)
+        })??;
+        let attended = matrix(attended, h)?;
+        // The feed-forward block in slices of rows: its 4×-wide intermediate stays small
+        // enough for the allocator to reuse from slice to slice.
+        let tokens = attended.dim(0)?;
+        let mut out = Vec::with_capacity(tokens * h);
+        for start in (0..tokens).step_by(FEED_FORWARD_ROWS) {
+            let rows = attended.narrow(0, start, FEED_FORWARD_ROWS.min(tokens - start))?;
+            let product = layer.down.product(&self.intermediate(layer, &rows, threads)?)?;
+            let normed = with_values(&rows, |rows| {
+                self.residual_norm(&product, &layer.down.bias, rows, &layer.output_norm, threads)
+            })??;
+            out.extend(normed);
+        }
+        matrix(out, h)
+    }
+
+    /// `activation(x · up + bias)` of the rows `x`.
+    fn intermediate(&self, layer: &Layer, x: &CandleTensor, threads: usize) -> candle_core::Result<CandleTensor> {
         let width = layer.up.bias.len();
-        let up = with_values(&layer.up.product(&attended)?, |raw| {
+        let up = with_values(&layer.up.product(x)?, |raw| {
             let mut up = vec![0f32; raw.len()];
             parallel_rows(&mut up, width, threads, |first, rows| {
                 let raw = &raw[first * width..first * width + rows.len()];
@@ -619,37 +648,33 @@ impl Bert {
             });
             up
         })?;
-        self.residual_norm(&layer.down, &matrix(up, width)?, &attended, &layer.output_norm, threads)
+        matrix(up, width)
     }
 
-    /// `norm(dense(x) + residual)`, row by row.
+    /// `norm(product + bias + residual)`, row by row.
     fn residual_norm(
         &self,
-        dense: &Dense,
-        x: &CandleTensor,
-        residual: &CandleTensor,
+        product: &CandleTensor,
+        bias: &[f32],
+        residual: &[f32],
         norm: &Norm,
         threads: usize,
-    ) -> candle_core::Result<CandleTensor> {
+    ) -> candle_core::Result<Vec<f32>> {
         let h = self.hidden;
-        let product = dense.product(x)?;
-        let out = with_values(&product, |raw| {
-            with_values(residual, |residual| {
-                let mut out = vec![0f32; raw.len()];
-                parallel_rows(&mut out, h, threads, |first, rows| {
-                    let (raw, residual) = (&raw[first * h..], &residual[first * h..]);
-                    for ((row, raw), res) in rows.chunks_exact_mut(h).zip(raw.chunks_exact(h)).zip(residual.chunks_exact(h))
-                    {
-                        for (((v, r), b), s) in row.iter_mut().zip(raw).zip(&dense.bias).zip(res) {
-                            *v = r + b + s;
-                        }
-                        norm.apply(row);
+        with_values(product, |raw| {
+            let mut out = vec![0f32; raw.len()];
+            parallel_rows(&mut out, h, threads, |first, rows| {
+                let (raw, residual) = (&raw[first * h..], &residual[first * h..]);
+                for ((row, raw), res) in rows.chunks_exact_mut(h).zip(raw.chunks_exact(h)).zip(residual.chunks_exact(h))
+                {
+                    for (((v, r), b), s) in row.iter_mut().zip(raw).zip(bias).zip(res) {
+                        *v = r + b + s;
                     }
-                });
-                out
-            })
-        })??;
-        matrix(out, h)
+                    norm.apply(row);
+                }
+            });
+            out
+        })
     }
 
     /// Multi-head self-attention of each text over its own tokens. `qkv` holds each token's
@@ -804,7 +829,9 @@ fn load_encoder(dir: &Path) -> Result<Bert, RuntimeError> {
     let model_type = config.get("model_type").and_then(|t| t.as_str()).unwrap_or_default().to_owned();
     match model_type.as_str() {
         "bert" => Bert::load(dir, serde_json::from_value(config).map_err(|e| load_error(&path, e))?),
-        other => Err(load_error(&path, format!("model_type '{other}' is not supported for embeddings (supported: bert)"))),
+        other => {
+            Err(load_error(&path, format!("model_type '{other}' is not supported for embeddings (supported: bert)")))
+        }
     }
 }
 
@@ -899,7 +926,10 @@ impl EmbeddingBackend {
                 .into_iter()
                 .map(|handle| {
                     handle.join().unwrap_or_else(|panic| {
-                        Err(RuntimeError::Inference(format!("encoding panicked: {}", crate::panic_message(panic.as_ref()))))
+                        Err(RuntimeError::Inference(format!(
+                            "encoding panicked: {}",
+                            crate::panic_message(panic.as_ref())
+                        )))
                     })
                 })
                 .collect()

@@ -1,7 +1,7 @@
 //! The candle engine on SmolLM2-135M converted to safetensors (scripts/gguf_to_safetensors.py):
-//! tokenization and greedy decoding against llama.cpp (its reference run, and its tokenizer on the
-//! source GGUF), independent slots, and
-//! load errors. Needs MAAS_TEST_MODELS_DIR, which scripts/test.sh sets.
+//! tokenization and greedy decoding against llama.cpp (its reference run, and its tokenizer on
+//! the source GGUF), independent slots (also for Mistral/Qwen2/Qwen3 with tiny random weights),
+//! and load errors. Needs MAAS_TEST_MODELS_DIR, which scripts/test.sh sets.
 
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, OnceLock};

@@ -3,8 +3,10 @@
 //! stop sequences, limits, cancellation, load shedding). Needs MAAS_TEST_MODELS_DIR, which
 //! scripts/test.sh sets.
 //!
-//! The tests take one model lock each, so that they do not compete for the two cores (the
-//! speed checks and the printed numbers stay meaningful).
+//! The tests take one model lock each, so that they do not compete for the cores, and run
+//! llama.cpp on one thread: its threads wait for each other by spinning, so on a busy two-core
+//! machine two threads can be many times slower than one (the results are the same). The speed
+//! test uses two threads, like the reference numbers in RECIPES.md.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -40,7 +42,7 @@ fn gguf() -> PathBuf {
 }
 
 fn config(max_sequences: usize, context_length: usize) -> LlamaCppConfig {
-    LlamaCppConfig { threads: 2, max_sequences, context_length: Some(context_length) }
+    LlamaCppConfig { threads: 1, max_sequences, context_length: Some(context_length) }
 }
 
 fn engine(max_sequences: usize, context_length: usize) -> LlamaCppEngine {
@@ -209,15 +211,19 @@ fn engine_refuses_bad_steps_without_crashing() {
 // ---------------------------------------------------------------------------------------------
 // The generation replica.
 
-fn loader(max_sequences: usize, context_length: usize) -> LmLoader {
+fn loader(config: LlamaCppConfig) -> LmLoader {
     Box::new(move || {
-        let engine = LlamaCppEngine::load(&gguf(), &config(max_sequences, context_length))?;
-        Ok(Box::new(engine) as Box<dyn maas_runtime::generate::LmEngine>)
+        let engine = LlamaCppEngine::load(&gguf(), &config)?;
+        Ok(Box::new(engine) as Box<dyn LmEngine>)
     })
 }
 
 async fn replica(max_sequences: usize, context_length: usize, generation: GenerationConfig) -> GenerationReplica {
-    let replica = GenerationReplica::start("smollm2".into(), loader(max_sequences, context_length), generation);
+    replica_with(config(max_sequences, context_length), generation).await
+}
+
+async fn replica_with(config: LlamaCppConfig, generation: GenerationConfig) -> GenerationReplica {
+    let replica = GenerationReplica::start("smollm2".into(), loader(config), generation);
     replica.ready().await.unwrap();
     replica
 }
@@ -513,7 +519,7 @@ async fn load_failures_and_stopping() {
     let _lock = MODEL_LOCK.lock().await;
     let missing: LmLoader = Box::new(|| {
         let engine = LlamaCppEngine::load(&gguf().with_extension("missing"), &config(1, 128))?;
-        Ok(Box::new(engine) as Box<dyn maas_runtime::generate::LmEngine>)
+        Ok(Box::new(engine) as Box<dyn LmEngine>)
     });
     let failed = GenerationReplica::start("missing".into(), missing, generation_config());
     assert!(matches!(failed.ready().await, Err(ReplicaError::NotReady(_))));
@@ -535,7 +541,8 @@ async fn load_failures_and_stopping() {
 #[tokio::test]
 async fn speed() {
     let _lock = MODEL_LOCK.lock().await;
-    let replica = replica(8, 1024, generation_config()).await;
+    let two_threads = LlamaCppConfig { threads: 2, ..config(8, 1024) };
+    let replica = replica_with(two_threads.clone(), generation_config()).await;
     // A ~100-token prompt, like the llama.cpp reference measurement (97 tokens).
     let question = "Here are some facts. The Eiffel Tower is in Paris. The Colosseum is in Rome. Big Ben is in \
                     London. The Brandenburg Gate is in Berlin. The Acropolis is in Athens. The Sagrada Familia \
@@ -550,7 +557,7 @@ async fn speed() {
     run(&replica, GenerateRequest { max_tokens: Some(4), ..request() }).await;
 
     // The engine alone (no scheduler, same slots), for comparison.
-    engine_speed(8, question);
+    engine_speed(&two_threads, question);
 
     let one = run(&replica, request()).await;
     let (_, usage) = one.finished.unwrap();
@@ -583,8 +590,8 @@ async fn speed() {
 }
 
 /// Prompt and greedy decode speed of the engine alone, one sequence, printed.
-fn engine_speed(slots: usize, question: &str) {
-    let mut engine = engine(slots, 1024);
+fn engine_speed(config: &LlamaCppConfig, question: &str) {
+    let mut engine = LlamaCppEngine::load(&gguf(), config).unwrap();
     let prompt =
         engine.tokenize(&format!("<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"), true).unwrap();
     let started = Instant::now();
@@ -597,7 +604,7 @@ fn engine_speed(slots: usize, question: &str) {
         token = argmax(&rows[0]);
     }
     println!(
-        "engine alone, {slots} slot(s): prompt {} tokens in {prefill:.0?} ({:.0} tok/s), decode {:.1} tok/s",
+        "engine alone: prompt {} tokens in {prefill:.0?} ({:.0} tok/s), decode {:.1} tok/s",
         prompt.len(),
         prompt.len() as f64 / prefill.as_secs_f64(),
         64.0 / started.elapsed().as_secs_f64()

@@ -550,6 +550,11 @@ async fn openapi_document_lists_exactly_the_served_routes() {
         "/api/v1/models/{tenant}/{name}/versions/{version}/uploads/{path}",
         "/api/models/{tenant}/{name}/revision/{revision}",
         "/{tenant}/{name}/resolve/{revision}/{path}",
+        "/v1/models",
+        "/v1/models/{model}",
+        "/v1/embeddings",
+        "/v1/chat/completions",
+        "/v1/completions",
     ] {
         assert!(paths.contains_key(required), "{required} missing from the OpenAPI document");
     }
@@ -562,7 +567,8 @@ async fn openapi_document_lists_exactly_the_served_routes() {
             .replace("{name}", "some-model")
             .replace("{version}", "1.0")
             .replace("{revision}", "main")
-            .replace("{path}", "dir/file.bin");
+            .replace("{path}", "dir/file.bin")
+            .replace("{model}", "alice/some-model");
         assert!(!concrete.contains('{'), "unsubstituted parameter in {concrete}");
         for method in ops.as_object().unwrap().keys() {
             let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();

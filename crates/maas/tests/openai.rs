@@ -8,6 +8,7 @@ use std::path::Path;
 
 use futures::StreamExt as _;
 use maas_testkit::serving::{api_key, deploy, files_of, publish, wait_ready};
+use maas_testkit::cli::ok;
 use maas_testkit::{Server, ServerOptions, call, client, code, models_dir, user};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
@@ -194,6 +195,17 @@ async fn the_openai_sdk_gets_chat_completions_and_embeddings() {
     assert_eq!((&errors["n2"]["param"], &errors["n2"]["type"]), (&json!("n"), &json!("invalid_request_error")));
     assert_eq!(errors["unknown_model"]["kind"], "NotFoundError");
     assert_eq!(errors["bad_key"]["kind"], "AuthenticationError");
+
+    // The CLI: `maas embed` and a one-question `maas chat`.
+    let cfg = tempfile::tempdir().unwrap();
+    let maas = |args: &[&str]| maas_testkit::cli::run(Path::new(BIN), cfg.path(), &s, args);
+    ok(&maas(&["login", "--api-key", &key]));
+    let embedded = ok(&maas(&["embed", "alice/minilm", "A man is eating food.", "hello"]));
+    let lines: Vec<&str> = embedded.lines().collect();
+    assert!(lines.len() == 3 && lines[0].contains("384 dims") && lines[1].ends_with("hello"), "{embedded}");
+    let q = ["--system", "You are a helpful assistant.", "--message", "What is the capital of France?"];
+    let answer = ok(&maas(&[&["chat", "alice/smollm", "--temperature", "0"][..], &q[..]].concat()));
+    assert_eq!(answer.trim(), PARIS);
 }
 
 /// Server-sent events as curl sees them: `data: {json}` events separated by blank lines,
