@@ -537,12 +537,15 @@ async fn load_failures_and_stopping() {
     assert!(matches!(replica.generate(chat(paris_question(), None)), Err(ReplicaError::NotReady(_))));
 }
 
-/// Decode speed and time to first token, printed (run with `--release -- --nocapture`).
+/// Decode speed and time to first token, printed (run with `--release -- --nocapture speed`).
 #[tokio::test]
 async fn speed() {
     let _lock = MODEL_LOCK.lock().await;
-    let two_threads = LlamaCppConfig { threads: 2, ..config(8, 1024) };
-    let replica = replica_with(two_threads.clone(), generation_config()).await;
+    // Two threads unless MAAS_TEST_LLM_THREADS says otherwise.
+    let threads = std::env::var("MAAS_TEST_LLM_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(2);
+    println!("speed with {threads} llama.cpp thread(s)");
+    let speed_config = LlamaCppConfig { threads, ..config(8, 1024) };
+    let replica = replica_with(speed_config.clone(), generation_config()).await;
     // A ~100-token prompt, like the llama.cpp reference measurement (97 tokens).
     let question = "Here are some facts. The Eiffel Tower is in Paris. The Colosseum is in Rome. Big Ben is in \
                     London. The Brandenburg Gate is in Berlin. The Acropolis is in Athens. The Sagrada Familia \
@@ -557,7 +560,7 @@ async fn speed() {
     run(&replica, GenerateRequest { max_tokens: Some(4), ..request() }).await;
 
     // The engine alone (no scheduler, same slots), for comparison.
-    engine_speed(&two_threads, question);
+    engine_speed(&speed_config, question);
 
     let one = run(&replica, request()).await;
     let (_, usage) = one.finished.unwrap();

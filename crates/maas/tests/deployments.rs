@@ -115,7 +115,7 @@ async fn deploy_change_delete_and_restore() {
     let (status, out) = infer(&s, &key, "bob/simple").await;
     assert_eq!((status, &out["model_version"]), (StatusCode::OK, &json!("2")));
 
-    // Only ONNX versions can be served in process for now.
+    // An external version needs `external` settings saying where its engine runs.
     publish(&s, &bob, "3", "external", "notes.txt", b"elsewhere".to_vec()).await;
     let (status, body) = call(bob.patch(s.at("/api/v1/deployments/bob/simple")).json(&json!({ "version": "3" }))).await;
     assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid_request"), "{body}");
