@@ -81,6 +81,20 @@ def cpu_seconds(pid: int | None) -> float:
         return 0.0
 
 
+def background_load(seconds: float = 2.0) -> float:
+    """Fraction of the machine's CPU busy while this script sleeps (others' work)."""
+
+    def busy_total() -> tuple[int, int]:
+        vals = [int(v) for v in open("/proc/stat").readline().split()[1:]]
+        idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
+        return sum(vals) - idle, sum(vals)
+
+    b0, t0 = busy_total()
+    time.sleep(seconds)
+    b1, t1 = busy_total()
+    return (b1 - b0) / max(1, t1 - t0)
+
+
 # --- sentence-transformers (the `st` subcommand, run in the st-venv) -------------------------
 
 
@@ -248,7 +262,7 @@ class Server:
 # --- the report ------------------------------------------------------------------------------
 
 
-def report(args, results: dict, notes: dict, info: dict | None, load_before, load_after) -> None:
+def report(args, results: dict, notes: dict, info: dict | None, idle: float, load_before, load_after) -> None:
     st = results.get("st")
     st_median = statistics.median(st["each"]) if st else None
     print(f"all-MiniLM-L6-v2, {args.sentences} sentences of 9-27 tokens, batch {args.batch}, {args.threads} threads; "
@@ -282,9 +296,14 @@ def report(args, results: dict, notes: dict, info: dict | None, load_before, loa
     if info:
         lo, hi, mean = info["tokens"]
         extra.append(f"{info['version']} ({info['threads']} torch threads); tokens per sentence {lo}-{hi}, mean {mean:.1f}")
-    extra.append(f"{os.cpu_count()} CPUs ({platform.machine()}), Python {platform.python_version()}; load average "
-                 f"{' '.join(load_before)} before, {' '.join(load_after)} after")
+    extra.append(f"{os.cpu_count()} CPUs ({platform.machine()}), Python {platform.python_version()}; machine "
+                 f"{idle:.0%} busy with other work just before the runs; load average {' '.join(load_before)} "
+                 f"before, {' '.join(load_after)} after")
     print(f"`{args.command}`: " + "; ".join(extra) + ".")
+    if idle > 0.1:
+        print("\nThe machine was busy with other work: torch's threads spin while they wait for each other "
+              "and lose far more than the other rows when they share the cores, which flatters the ratios. "
+              "Compare on an idle machine, or by the CPU seconds per round.")
 
 
 def start_variants(args, texts: list[str]) -> tuple[list, dict, dict | None]:
@@ -345,6 +364,8 @@ def main() -> int:
         return run_st(args)
 
     texts = sentences(args.sentences)
+    idle = background_load()
+    log(f"machine {idle:.0%} busy with other work")
     variants, notes, info = start_variants(args, texts)
     load_before = open("/proc/loadavg").read().split()[:3]
     results = {v.name: {"each": [], "cpu": []} for v in variants}
@@ -363,7 +384,7 @@ def main() -> int:
     for v in variants:
         v.close()
     load_after = open("/proc/loadavg").read().split()[:3]
-    report(args, results, notes, info, load_before, load_after)
+    report(args, results, notes, info, idle, load_before, load_after)
     return 0
 
 

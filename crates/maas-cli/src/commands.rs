@@ -6,12 +6,12 @@ use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use crate::chat::{self, ChatArgs};
 use crate::client::{self, Auth, Client};
 use crate::deployments::{DeployArgs, DeploymentsCommand};
+use crate::embed::{self, EmbedArgs};
 use crate::models::ModelsCommand;
 use crate::output::{self, Output, field};
-use crate::chat::{self, ChatArgs};
-use crate::embed::{self, EmbedArgs};
 use crate::predict::PredictArgs;
 use crate::pull::PullArgs;
 use crate::push::PushArgs;

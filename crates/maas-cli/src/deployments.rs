@@ -128,6 +128,8 @@ fn merge_section(spec: &mut Map<String, Value>, section: &str, values: &[(&str, 
     }
 }
 
+// Parsed once per process: the size of the `Update` variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Subcommand)]
 pub enum DeploymentsCommand {
     /// A tenant's deployments and their states.

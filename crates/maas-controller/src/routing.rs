@@ -115,7 +115,8 @@ impl Controller {
         let input = Tensor::new("text", vec![rows as i64], data).map_err(ReplicaError::from)?;
         let outputs = self.infer(endpoint, vec![input], vec!["embedding".into(), "tokens".into()]).await?;
         let find = |name: &str| outputs.iter().find(|t| t.name == name);
-        let broken = || ReplicaError::from(maas_runtime::RuntimeError::Inference("the model gave no embeddings".into()));
+        let broken =
+            || ReplicaError::from(maas_runtime::RuntimeError::Inference("the model gave no embeddings".into()));
         let (Some(embedding), Some(tokens)) = (find("embedding"), find("tokens")) else {
             return Err(broken().into());
         };

@@ -12,6 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use maas_core::registry::{ModelFile, ModelFormat, ModelVersion};
+use maas_runtime::Backend;
 use maas_runtime::embed::{EmbeddingBackend, EmbeddingConfig};
 use maas_runtime::generate::LmEngine;
 use maas_runtime::generate::candle_lm::{CandleLmConfig, CandleLmEngine};
@@ -19,7 +20,6 @@ use maas_runtime::generate::llama_cpp::{LlamaCppConfig, LlamaCppEngine};
 use maas_runtime::generate::scheduler::LmLoader;
 use maas_runtime::onnx::{OnnxBackend, OnnxConfig};
 use maas_runtime::replica::Loader;
-use maas_runtime::Backend;
 
 use crate::{ControllerError, DeploymentSpec};
 

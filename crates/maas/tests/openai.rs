@@ -7,8 +7,8 @@
 use std::path::Path;
 
 use futures::StreamExt as _;
-use maas_testkit::serving::{api_key, deploy, files_of, publish, wait_ready};
 use maas_testkit::cli::ok;
+use maas_testkit::serving::{api_key, deploy, files_of, publish, wait_ready};
 use maas_testkit::{Server, ServerOptions, call, client, code, models_dir, user};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
@@ -31,7 +31,15 @@ fn gguf() -> Vec<(String, Vec<u8>)> {
 async fn deploy_llm(s: &Server, c: &Client, tenant: &str) {
     let repo = format!("{tenant}/smollm");
     publish(s, c, &repo, "1", ("text-generation", "private", "gguf"), &gguf()).await;
-    deploy(s, c, &repo, &repo, "1", json!({ "threads": 2, "timeout_ms": 300000, "generation": { "max_sequences": 4 } })).await;
+    deploy(
+        s,
+        c,
+        &repo,
+        &repo,
+        "1",
+        json!({ "threads": 2, "timeout_ms": 300000, "generation": { "max_sequences": 4 } }),
+    )
+    .await;
 }
 
 /// Deploys all-MiniLM-L6-v2 as `{tenant}/minilm`.
@@ -148,13 +156,12 @@ async fn the_openai_sdk_gets_chat_completions_and_embeddings() {
     // tokens with the end-of-turn token.
     let usage = &chat["usage"];
     assert_eq!(usage["completion_tokens"], 8, "{usage}");
-    assert_eq!(
-        usage["total_tokens"].as_u64(),
-        Some(usage["prompt_tokens"].as_u64().unwrap() + 8),
-        "{usage}"
-    );
+    assert_eq!(usage["total_tokens"].as_u64(), Some(usage["prompt_tokens"].as_u64().unwrap() + 8), "{usage}");
     let default_system = out["chat_default_system"].as_str().unwrap();
-    assert!(!default_system.contains("Paris"), "the template's default system prompt changes the answer: {default_system}");
+    assert!(
+        !default_system.contains("Paris"),
+        "the template's default system prompt changes the answer: {default_system}"
+    );
 
     let stream = &out["stream"];
     assert_eq!(stream["text"], PARIS, "{stream}");
@@ -289,9 +296,7 @@ async fn external_deployments_forward_to_another_engine() {
     let s = start();
     let alice = user(&s, "alice").await.unwrap();
     publish(&s, &alice, "alice/remote", "1", ("text-generation", "private", "external"), &[]).await;
-    let external = |model: &str, protocol: &str| {
-        json!({ "external": { "url": upstream.url, "protocol": protocol, "model": model, "api_key": upstream_key } })
-    };
+    let external = |model: &str, protocol: &str| json!({ "external": { "url": upstream.url, "protocol": protocol, "model": model, "api_key": upstream_key } });
     let status = deploy(&s, &alice, "alice/chat", "alice/remote", "1", external("bob/smollm", "openai")).await;
     assert!(!status.to_string().contains(&upstream_key), "the upstream key is never shown: {status}");
     assert_eq!(status["spec"]["external"]["url"], json!(upstream.url));
@@ -333,12 +338,7 @@ print(json.dumps({"text": r.choices[0].message.content, "model": r.model, "usage
     let (status, answer) =
         call(client().post(s.at("/v2/models/alice/tensors/infer")).bearer_auth(&key).json(&request)).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
-    let sums: Vec<i64> = answer["outputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|o| o["name"] == "OUTPUT0")
-        .unwrap()["data"]
+    let sums: Vec<i64> = answer["outputs"].as_array().unwrap().iter().find(|o| o["name"] == "OUTPUT0").unwrap()["data"]
         .as_array()
         .unwrap()
         .iter()
@@ -360,10 +360,8 @@ print(json.dumps({"text": r.choices[0].message.content, "model": r.model, "usage
 
     // An unreachable engine is a 502, not a hang or a 500.
     upstream.stop();
-    let (status, body) = call(
-        client().post(s.at("/v1/chat/completions")).bearer_auth(&key).json(&json!({
-            "model": "alice/chat", "messages": [{ "role": "user", "content": "hi" }] })),
-    )
+    let (status, body) = call(client().post(s.at("/v1/chat/completions")).bearer_auth(&key).json(&json!({
+            "model": "alice/chat", "messages": [{ "role": "user", "content": "hi" }] })))
     .await;
     assert_eq!((status, code(&body)), (StatusCode::BAD_GATEWAY, "upstream_error"), "{body}");
     let _ = wait_ready(&s, &alice, "alice/chat").await;

@@ -79,7 +79,9 @@ fn messages(request: &ChatRequest) -> Result<Vec<ChatMessage>, ApiError> {
                         match (part.kind.as_str(), &part.text) {
                             ("text", Some(t)) => text.push_str(t),
                             (kind, _) => {
-                                return Err(bad(format!("messages[{i}]: content parts of type '{kind}' are not supported")));
+                                return Err(bad(format!(
+                                    "messages[{i}]: content parts of type '{kind}' are not supported"
+                                )));
                             }
                         }
                     }

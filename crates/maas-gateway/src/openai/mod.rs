@@ -34,16 +34,17 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Reads a JSON body of at most `limit` bytes as a JSON value (kept whole for forwarding to
 /// external engines) and the deployment it names in `model`.
 pub(crate) async fn read_body(body: Body, limit: usize) -> Result<(serde_json::Value, String), ApiError> {
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(ErrorCode::PayloadTooLarge, format!("requests are limited to {limit} bytes"))
-    })?;
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::new(ErrorCode::PayloadTooLarge, format!("requests are limited to {limit} bytes")))?;
     let value: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::new(ErrorCode::MalformedJson, format!("the body is not valid JSON: {e}")))?;
     let model = match value.get("model") {
         Some(serde_json::Value::String(m)) if !m.is_empty() => m.clone(),
         _ => {
-            return Err(ApiError::new(ErrorCode::InvalidRequest, "`model` (a deployment name) is required")
-                .with_param("model"));
+            return Err(
+                ApiError::new(ErrorCode::InvalidRequest, "`model` (a deployment name) is required").with_param("model")
+            );
         }
     };
     Ok((value, model))

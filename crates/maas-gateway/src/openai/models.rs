@@ -45,7 +45,10 @@ fn object(e: &Endpoint) -> ModelObject {
 /// The deployments your key may call: your tenant's and those serving public models.
 #[utoipa::path(get, path = "/v1/models", tag = "openai", security(("api_key" = [])),
     responses((status = 200, body = ModelList), (status = 401, body = ErrorBody)))]
-async fn list(State(state): State<AppState>, caller: Result<Caller, ApiError>) -> Result<axum::Json<ModelList>, ApiError> {
+async fn list(
+    State(state): State<AppState>,
+    caller: Result<Caller, ApiError>,
+) -> Result<axum::Json<ModelList>, ApiError> {
     let endpoints = state.controller.callable(&caller?).await?;
     Ok(axum::Json(ModelList { object: "list", data: endpoints.iter().map(|e| object(e)).collect() }))
 }

@@ -16,8 +16,8 @@ use serde_json::json;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use super::{codec, upstream};
 use super::core::{self, ModelMetadata, TensorMetadata};
+use super::{codec, upstream};
 use crate::error::ApiError;
 use crate::extract::Path;
 use crate::state::AppState;

@@ -68,11 +68,19 @@ pub struct Usage {
 #[derive(Debug)]
 pub enum GenerationEvent {
     /// The prompt was accepted (it fits the context); its length in tokens.
-    Started { prompt_tokens: usize },
+    Started {
+        prompt_tokens: usize,
+    },
     /// New text, and how many tokens it took (text may lag tokens: an incomplete UTF-8
     /// sequence or a possible stop-sequence prefix is held back).
-    Delta { text: String, tokens: usize },
-    Finished { reason: FinishReason, usage: Usage },
+    Delta {
+        text: String,
+        tokens: usize,
+    },
+    Finished {
+        reason: FinishReason,
+        usage: Usage,
+    },
     /// Invalid request (prompt too long for the context, template refused the messages…),
     /// timeout, or engine failure.
     Failed(crate::ReplicaError),
