@@ -5,7 +5,6 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::response::Response;
 use maas_auth::Caller;
-use maas_controller::Serves;
 use maas_core::ErrorCode;
 use maas_runtime::generate::template::ChatMessage;
 use maas_runtime::generate::{GenerateRequest, Prompt};
@@ -16,7 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::generation::{self, Sampling};
-use super::{parse, read_body, upstream};
+use super::{Routed, route};
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
@@ -106,13 +105,10 @@ async fn chat_completions(
     caller: Result<Caller, ApiError>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let caller = caller?;
-    let (value, model) = read_body(body, state.config.max_infer_bytes).await?;
-    let endpoint = state.controller.resolve(&caller, &model).await?;
-    if endpoint.serves() == Serves::Upstream {
-        return upstream::forward(&endpoint, "/v1/chat/completions", value).await;
-    }
-    let request: ChatRequest = parse(value)?;
+    let (endpoint, request) = match route::<ChatRequest>(&state, caller?, body, "/v1/chat/completions").await? {
+        Routed::Here(endpoint, request) => (endpoint, request),
+        Routed::Forwarded(response) => return Ok(response),
+    };
     if request.tools.as_ref().is_some_and(|t| !t.is_empty()) {
         return Err(ApiError::new(ErrorCode::InvalidRequest, "tools are not supported").with_param("tools"));
     }

@@ -4,7 +4,6 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::response::Response;
 use maas_auth::Caller;
-use maas_controller::Serves;
 use maas_core::ErrorCode;
 use maas_runtime::generate::{GenerateRequest, Prompt};
 use serde::Deserialize;
@@ -13,7 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::generation::{self, Sampling};
-use super::{parse, read_body, upstream};
+use super::{Routed, route};
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
@@ -52,13 +51,10 @@ async fn completions(
     caller: Result<Caller, ApiError>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let caller = caller?;
-    let (value, model) = read_body(body, state.config.max_infer_bytes).await?;
-    let endpoint = state.controller.resolve(&caller, &model).await?;
-    if endpoint.serves() == Serves::Upstream {
-        return upstream::forward(&endpoint, "/v1/completions", value).await;
-    }
-    let request: CompletionRequest = parse(value)?;
+    let (endpoint, request) = match route::<CompletionRequest>(&state, caller?, body, "/v1/completions").await? {
+        Routed::Here(endpoint, request) => (endpoint, request),
+        Routed::Forwarded(response) => return Ok(response),
+    };
     let bad = |param: &str, m: &str| ApiError::new(ErrorCode::InvalidRequest, m).with_param(param);
     if request.echo {
         return Err(bad("echo", "echo is not supported"));

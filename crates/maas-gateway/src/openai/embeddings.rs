@@ -5,7 +5,6 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use maas_auth::Caller;
-use maas_controller::Serves;
 use maas_core::ErrorCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -14,7 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::generation::{Usage, UsageMeter};
-use super::{parse, read_body, upstream};
+use super::{Routed, route};
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
@@ -82,13 +81,10 @@ async fn embeddings(
     caller: Result<Caller, ApiError>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let caller = caller?;
-    let (value, model) = read_body(body, state.config.max_infer_bytes).await?;
-    let endpoint = state.controller.resolve(&caller, &model).await?;
-    if endpoint.serves() == Serves::Upstream {
-        return upstream::forward(&endpoint, "/v1/embeddings", value).await;
-    }
-    let request: EmbeddingsRequest = parse(value)?;
+    let (endpoint, request) = match route::<EmbeddingsRequest>(&state, caller?, body, "/v1/embeddings").await? {
+        Routed::Here(endpoint, request) => (endpoint, request),
+        Routed::Forwarded(response) => return Ok(response),
+    };
     let base64 = match request.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,

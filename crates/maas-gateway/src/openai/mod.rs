@@ -14,7 +14,12 @@ pub mod generation;
 pub mod models;
 pub mod upstream;
 
+use std::sync::Arc;
+
 use axum::body::Body;
+use axum::response::Response;
+use maas_auth::Caller;
+use maas_controller::{Endpoint, Serves};
 use maas_core::ErrorCode;
 use serde::de::DeserializeOwned;
 use utoipa_axum::router::OpenApiRouter;
@@ -31,9 +36,32 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(completions::router())
 }
 
+/// Where a `/v1` call goes: to a deployment served here (with the parsed request), or it was
+/// forwarded to the external engine behind the deployment (with the engine's answer).
+pub(crate) enum Routed<T> {
+    Here(Arc<Endpoint>, T),
+    Forwarded(Response),
+}
+
+/// What every `/v1` POST starts with: read the body, resolve the deployment its `model`
+/// names for `caller`, and forward it to `path` of an external engine or parse it as `T`.
+pub(crate) async fn route<T: DeserializeOwned>(
+    state: &AppState,
+    caller: Caller,
+    body: Body,
+    path: &'static str,
+) -> Result<Routed<T>, ApiError> {
+    let (value, model) = read_body(body, state.config.max_infer_bytes).await?;
+    let endpoint = state.controller.resolve(&caller, &model).await?;
+    if endpoint.serves() == Serves::Upstream {
+        return Ok(Routed::Forwarded(upstream::forward(&endpoint, path, value).await?));
+    }
+    Ok(Routed::Here(endpoint, parse(value)?))
+}
+
 /// Reads a JSON body of at most `limit` bytes as a JSON value (kept whole for forwarding to
 /// external engines) and the deployment it names in `model`.
-pub(crate) async fn read_body(body: Body, limit: usize) -> Result<(serde_json::Value, String), ApiError> {
+async fn read_body(body: Body, limit: usize) -> Result<(serde_json::Value, String), ApiError> {
     let bytes = axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| ApiError::new(ErrorCode::PayloadTooLarge, format!("requests are limited to {limit} bytes")))?;
@@ -51,7 +79,7 @@ pub(crate) async fn read_body(body: Body, limit: usize) -> Result<(serde_json::V
 }
 
 /// The typed request inside a JSON value.
-pub(crate) fn parse<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+fn parse<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
     serde_json::from_value(value).map_err(|e| ApiError::new(ErrorCode::InvalidRequest, format!("invalid request: {e}")))
 }
 
