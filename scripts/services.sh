@@ -4,7 +4,7 @@
 # Idempotent: a service already answering is left alone; one installed but stopped is
 # started; one missing is installed with apt-get (SeaweedFS comes from the venv, via pip).
 # Sourced by scripts/test.sh, or run alone (`scripts/services.sh stop-seaweedfs` stops ours).
-# Exports MAAS_TEST_POSTGRES_URL, MAAS_TEST_REDIS_URL, MAAS_TEST_PYTHON and MAAS_TEST_S3_*
+# Exports MAAS_TEST_POSTGRES_URL, MAAS_TEST_REDIS_URL, MAAS_TEST_NATS_URL, MAAS_TEST_PYTHON and MAAS_TEST_S3_*
 # unless they are already set.
 
 PG_TEST_ROLE=maas_test
@@ -103,6 +103,23 @@ ensure_redis() {
   fi
   export MAAS_TEST_REDIS_URL="redis://127.0.0.1:6379"
   log "Redis ready"
+}
+
+# NATS with JetStream on 4222: the usage event stream. The tests use their own stream names.
+NATS_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/maas/nats"
+
+ensure_nats() {
+  if [ -n "${MAAS_TEST_NATS_URL:-}" ]; then log "using MAAS_TEST_NATS_URL as given"; return 0; fi
+  if ! port_open 4222; then
+    command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || apt_install nats-server
+    local bin; bin=$(command -v nats-server || echo /usr/sbin/nats-server)
+    log "starting nats-server with JetStream"
+    mkdir -p "$NATS_DIR"
+    nohup "$bin" -js -a 127.0.0.1 -p 4222 -m 8222 -sd "$NATS_DIR" >"$NATS_DIR/nats.log" 2>&1 &
+    wait_for 30 port_open 4222 || { log "nats-server did not start: $(tail -5 "$NATS_DIR/nats.log")"; return 1; }
+  fi
+  export MAAS_TEST_NATS_URL="nats://127.0.0.1:4222"
+  log "NATS ready"
 }
 
 # SeaweedFS: master, volume, filer and S3 gateway in one `weed server` process, on loopback,
@@ -226,10 +243,12 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   if [ "${1:-}" = stop-seaweedfs ]; then stop_seaweedfs; exit 0; fi
   ensure_postgres
   ensure_redis
+  ensure_nats
   ensure_python_venv
   ensure_onnxruntime
   ensure_seaweedfs
   ensure_model_fixtures
+  echo "MAAS_TEST_NATS_URL=$MAAS_TEST_NATS_URL"
   echo "ORT_DYLIB_PATH=$ORT_DYLIB_PATH"
   echo "MAAS_TEST_ONNX_DIR=$MAAS_TEST_ONNX_DIR"
   echo "MAAS_TEST_MODELS_DIR=$MAAS_TEST_MODELS_DIR"

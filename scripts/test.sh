@@ -23,6 +23,7 @@ source scripts/services.sh
 ensure_build_tools
 ensure_postgres
 ensure_redis
+ensure_nats
 ensure_python_venv
 ensure_onnxruntime
 ensure_seaweedfs

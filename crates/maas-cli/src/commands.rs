@@ -6,6 +6,7 @@ use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use crate::billing::{self, InvoicesArgs, UsageArgs};
 use crate::chat::{self, ChatArgs};
 use crate::client::{self, Auth, Client};
 use crate::deployments::{DeployArgs, DeploymentsCommand};
@@ -71,6 +72,10 @@ pub enum Command {
     Chat(ChatArgs),
     /// Sentence embeddings of texts from an embeddings deployment.
     Embed(EmbedArgs),
+    /// Metered usage of a tenant, per day, deployment, API key or model.
+    Usage(UsageArgs),
+    /// A tenant's monthly invoices, or one invoice with its lines.
+    Invoices(InvoicesArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -182,6 +187,8 @@ pub async fn run(global: &GlobalArgs, command: Command) -> Result<(), CliError> 
         Command::Predict(args) => predict::run(server, out, args).await,
         Command::Chat(args) => chat::run(server, args).await,
         Command::Embed(args) => embed::run(server, out, args).await,
+        Command::Usage(args) => billing::usage(server, out, args).await,
+        Command::Invoices(args) => billing::invoices(server, out, args).await,
     }
 }
 

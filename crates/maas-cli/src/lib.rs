@@ -1,6 +1,7 @@
 //! The `maas` command-line client: every command is an HTTP call to a MaaS server, with
 //! credentials kept in the user's config dir (mode 0600).
 
+mod billing;
 mod chat;
 mod client;
 mod commands;

@@ -94,9 +94,8 @@ pub struct DeploymentSpec {
     /// Autoscaling settings (kept for the autoscaler; replicas are fixed for now).
     #[schema(value_type = Option<Object>)]
     pub autoscaling: Option<serde_json::Value>,
-    /// Price plan (kept for metering and billing).
-    #[schema(value_type = Option<Object>)]
-    pub pricing: Option<serde_json::Value>,
+    /// What each call costs the caller's tenant (metering prices every call with it).
+    pub pricing: Option<maas_core::billing::PricePlan>,
 }
 
 impl Default for DeploymentSpec {
@@ -138,6 +137,9 @@ impl DeploymentSpec {
         }
         if self.generation.context_length.is_some_and(|n| !(16..=1_048_576).contains(&n)) {
             return bad("generation.context_length must be 16 to 1048576");
+        }
+        if let Some(plan) = &self.pricing {
+            plan.validate().map_err(|e| ControllerError::InvalidSpec(format!("pricing: {e}")))?;
         }
         if let Some(external) = &self.external {
             let url = external.url.trim_end_matches('/');

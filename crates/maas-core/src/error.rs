@@ -78,6 +78,8 @@ error_codes! {
     VersionNotFound = ("version_not_found", 404),
     /// The deployment does not exist or is not visible to the caller.
     DeploymentNotFound = ("deployment_not_found", 404),
+    /// No invoice with that id (invoices are `YYYY-MM-CUR`, for months up to the current one).
+    InvoiceNotFound = ("invoice_not_found", 404),
     /// The version has no such file.
     FileNotFound = ("file_not_found", 404),
     /// The route exists but not for this method.
@@ -124,6 +126,20 @@ error_codes! {
     TooManyAttempts = ("too_many_attempts", 429),
     /// A model replica's queue is full; retry after the advertised delay.
     Overloaded = ("overloaded", 429),
+    /// A requests-per-minute limit (of the API key or the tenant) is reached; the message names it.
+    RequestsPerMinuteExceeded = ("requests_per_minute_exceeded", 429),
+    /// A tokens-per-minute limit (of the API key or the tenant) is reached.
+    TokensPerMinuteExceeded = ("tokens_per_minute_exceeded", 429),
+    /// The tenant's daily API call quota is used up until midnight UTC.
+    DailyCallsQuotaExceeded = ("daily_calls_quota_exceeded", 429),
+    /// The tenant's daily token quota is used up until midnight UTC.
+    DailyTokensQuotaExceeded = ("daily_tokens_quota_exceeded", 429),
+    /// The tenant's monthly GPU-hour quota is used up.
+    GpuHoursQuotaExceeded = ("gpu_hours_quota_exceeded", 429),
+    /// The tenant's hard budget for the month is reached: calls are blocked until it is raised.
+    BudgetExceeded = ("budget_exceeded", 402),
+    /// The shared limit store (Redis) cannot be reached and limits fail closed.
+    LimiterUnavailable = ("limiter_unavailable", 503),
     /// An unexpected server-side failure (a bug); details are in the server log.
     Internal = ("internal_error", 500),
     /// The model runtime failed while running the model; the message says why.

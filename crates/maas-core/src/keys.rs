@@ -54,6 +54,8 @@ pub struct ApiKey {
     /// The first characters of the secret, to recognise a key in a list.
     pub prefix: String,
     pub scopes: Vec<Scope>,
+    /// The key's own rate limits (the tenant's apply too).
+    pub limits: RateLimits,
     pub expires_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
     pub last_used_at: Option<DateTime<Utc>>,
@@ -76,5 +78,27 @@ mod tests {
         assert!(!Scope::Infer.granted_by(&[Scope::Manage]));
         assert!(!Scope::Manage.granted_by(&[Scope::Read, Scope::Infer]));
         assert!(Scope::Infer.granted_by(&[Scope::Infer]));
+    }
+}
+
+/// Per-minute rate limits of one API key. `None` is unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimits {
+    pub requests_per_minute: Option<i64>,
+    pub tokens_per_minute: Option<i64>,
+}
+
+impl RateLimits {
+    /// Limits must be positive when set.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, v) in
+            [("requests_per_minute", self.requests_per_minute), ("tokens_per_minute", self.tokens_per_minute)]
+        {
+            if v.is_some_and(|v| v < 1) {
+                return Err(format!("{name} must be at least 1 (leave it out for no limit)"));
+            }
+        }
+        Ok(())
     }
 }

@@ -4,12 +4,14 @@
 //! speaks its types; the gateway turns [`ErrorCode`]s into HTTP and gRPC statuses at the edge.
 
 pub mod audit;
+pub mod billing;
 pub mod error;
 pub mod identity;
 pub mod ids;
 pub mod keys;
 pub mod registry;
 pub mod secret;
+pub mod usage;
 pub mod validate;
 
 pub use error::{Coded, ErrorCode};

@@ -139,11 +139,23 @@ pub struct Collaborator {
     pub since: DateTime<Utc>,
 }
 
-/// Limits on what a tenant may store. `None` is unlimited.
+/// A tenant's quotas (what it may store and use) and its tenant-wide rate limits, set by
+/// platform admins. `None` is unlimited (or the server default).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(default)]
 pub struct Quota {
     pub max_models: Option<i64>,
     pub max_storage_bytes: Option<i64>,
+    /// GPU-hours per calendar month (UTC), counted from the metered compute time of GPU deployments.
+    pub max_gpu_hours: Option<i64>,
+    /// Inference calls per day (UTC).
+    pub max_calls_per_day: Option<i64>,
+    /// Input plus output tokens per day (UTC).
+    pub max_tokens_per_day: Option<i64>,
+    /// Inference requests per minute, summed over every key and session of the tenant.
+    pub requests_per_minute: Option<i64>,
+    /// Tokens per minute, summed over the tenant.
+    pub tokens_per_minute: Option<i64>,
 }
 
 /// A search over the models a viewer may see.

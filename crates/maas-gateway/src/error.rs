@@ -66,7 +66,7 @@ impl ApiError {
         self
     }
 
-    fn from_coded(e: &dyn Coded) -> Self {
+    pub(crate) fn from_coded(e: &dyn Coded) -> Self {
         let code = e.code();
         let message = if code == ErrorCode::Internal {
             // The details of a server-side failure go to the log, not to the client.

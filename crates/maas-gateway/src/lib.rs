@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod metering;
 pub mod openai;
 pub mod openapi;
 pub mod routes;

@@ -34,5 +34,6 @@ pub struct AppState {
     pub identity: IdentityService,
     pub registry: maas_registry::Registry,
     pub controller: maas_controller::Controller,
+    pub metering: crate::metering::Metering,
     pub config: GatewayConfig,
 }

@@ -73,6 +73,7 @@ impl Registry {
         Ok(Quota {
             max_models: own.max_models.or(self.config.default_max_models),
             max_storage_bytes: own.max_storage_bytes.or(self.config.default_max_storage_bytes),
+            ..own
         })
     }
 
@@ -96,8 +97,7 @@ impl Registry {
             return Err(RegistryError::Forbidden("only platform admins set quotas".into()));
         }
         access.store().set_quota(quota).await?;
-        let details =
-            serde_json::json!({ "max_models": quota.max_models, "max_storage_bytes": quota.max_storage_bytes });
+        let details = serde_json::json!(quota);
         self.audit(caller, access.store(), "tenant.quota.set", &access.tenant.slug, details).await?;
         self.usage(access.store()).await
     }

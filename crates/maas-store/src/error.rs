@@ -13,6 +13,7 @@ pub enum Entity {
     Version,
     File,
     Deployment,
+    Invoice,
 }
 
 /// Which uniqueness rule a write broke.
@@ -94,6 +95,7 @@ impl Coded for StoreError {
             StoreError::NotFound(Entity::Version) => ErrorCode::VersionNotFound,
             StoreError::NotFound(Entity::File) => ErrorCode::FileNotFound,
             StoreError::NotFound(Entity::Deployment) => ErrorCode::DeploymentNotFound,
+            StoreError::NotFound(Entity::Invoice) => ErrorCode::InvoiceNotFound,
             StoreError::Conflict(Conflict::Deployment) => ErrorCode::DeploymentExists,
             StoreError::Conflict(Conflict::ModelName) => ErrorCode::ModelExists,
             StoreError::Conflict(Conflict::Version) => ErrorCode::VersionExists,

@@ -12,7 +12,9 @@ pub mod registry;
 mod sql;
 mod sql_deployments;
 mod sql_registry;
+mod sql_usage;
 mod sqlite;
+pub mod usage;
 
 use std::sync::Arc;
 
@@ -27,6 +29,7 @@ pub use error::{Conflict, Entity, StoreError};
 pub use postgres::PostgresStore;
 pub use registry::{Catalog, ModelPage, ModelPatch, NewModel, TenantModels, Upload};
 pub use sqlite::SqliteStore;
+pub use usage::{BillingRow, TenantUsage, UsageGrouping, UsageLedger, UsageRow, UsageTotals};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -53,6 +56,7 @@ pub struct NewApiKey {
     pub prefix: String,
     pub secret_hash: String,
     pub scopes: Vec<Scope>,
+    pub limits: maas_core::keys::RateLimits,
     pub expires_at: Option<Timestamp>,
 }
 
@@ -70,7 +74,7 @@ pub struct NewAuditEvent {
 
 /// Platform-wide operations: users, tenants, memberships and key lookup by secret.
 #[async_trait]
-pub trait Store: Catalog + DeploymentCatalog + Send + Sync + std::fmt::Debug + 'static {
+pub trait Store: Catalog + DeploymentCatalog + UsageLedger + Send + Sync + std::fmt::Debug + 'static {
     /// Which backend this is (`sqlite` or `postgres`), for logs.
     fn backend(&self) -> &'static str;
     /// Cheap round trip, for readiness checks.
@@ -105,7 +109,7 @@ pub trait Store: Catalog + DeploymentCatalog + Send + Sync + std::fmt::Debug + '
 
 /// Operations on the rows one tenant owns. Every query binds the handle's tenant id.
 #[async_trait]
-pub trait TenantStore: TenantModels + TenantDeployments + Send + Sync + std::fmt::Debug {
+pub trait TenantStore: TenantModels + TenantDeployments + TenantUsage + Send + Sync + std::fmt::Debug {
     fn tenant_id(&self) -> TenantId;
 
     async fn members(&self) -> Result<Vec<Member>>;
@@ -121,6 +125,8 @@ pub trait TenantStore: TenantModels + TenantDeployments + Send + Sync + std::fmt
     /// Marks the key revoked (idempotent: a revoked key keeps its first revocation time).
     async fn revoke_api_key(&self, id: ApiKeyId, at: Timestamp) -> Result<ApiKey>;
     async fn touch_api_key(&self, id: ApiKeyId, at: Timestamp) -> Result<()>;
+    /// Replaces the key's rate limits.
+    async fn set_api_key_limits(&self, id: ApiKeyId, limits: maas_core::keys::RateLimits) -> Result<ApiKey>;
 
     async fn record_audit(&self, event: NewAuditEvent) -> Result<AuditEvent>;
     /// Newest first; `before` pages backwards from an entry id.

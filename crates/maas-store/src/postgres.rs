@@ -23,6 +23,7 @@ impl PostgresStore {
 crate::sql::sql_store!(PostgresStore, PostgresTenantStore, sqlx::Postgres, "postgres");
 crate::sql_registry::sql_registry!(PostgresStore, PostgresTenantStore, sqlx::Postgres);
 crate::sql_deployments::sql_deployments!(PostgresStore, PostgresTenantStore, sqlx::Postgres);
+crate::sql_usage::sql_usage!(PostgresStore, PostgresTenantStore, sqlx::Postgres);
 
 /// Full-text condition: the generated `search` tsvector, with every word of `q` required.
 fn push_text_match(qb: &mut sqlx::QueryBuilder<sqlx::Postgres>, q: &str) {

@@ -20,8 +20,8 @@ macro_rules! sql_store {
 
         const USER_COLS: &str = "id, username, email, is_admin, created_at";
         const TENANT_COLS: &str = "id, slug, name, kind, created_at";
-        const KEY_COLS: &str = "id, tenant_id, created_by, name, prefix, scopes, expires_at, \
-                                revoked_at, last_used_at, created_at";
+        const KEY_COLS: &str = "id, tenant_id, created_by, name, prefix, scopes, rpm_limit, tpm_limit, \
+                                expires_at, revoked_at, last_used_at, created_at";
         const AUDIT_COLS: &str = "id, tenant_id, actor_user_id, actor, actor_key_id, action, \
                                   target, client_ip, details, at";
 
@@ -95,6 +95,10 @@ macro_rules! sql_store {
                 name: row.try_get("name")?,
                 prefix: row.try_get("prefix")?,
                 scopes,
+                limits: maas_core::keys::RateLimits {
+                    requests_per_minute: row.try_get("rpm_limit")?,
+                    tokens_per_minute: row.try_get("tpm_limit")?,
+                },
                 expires_at: opt_ts_col(row, "expires_at")?,
                 revoked_at: opt_ts_col(row, "revoked_at")?,
                 last_used_at: opt_ts_col(row, "last_used_at")?,
@@ -303,7 +307,8 @@ macro_rules! sql_store {
             async fn api_key_with_creator(&self, secret_hash: &str) -> Result<(ApiKey, User)> {
                 // One round trip on the authentication hot path: the key and its creator.
                 let row = sqlx::query(
-                    "SELECT k.id, k.tenant_id, k.created_by, k.name, k.prefix, k.scopes, k.expires_at, \
+                    "SELECT k.id, k.tenant_id, k.created_by, k.name, k.prefix, k.scopes, k.rpm_limit, k.tpm_limit, \
+                     k.expires_at, \
                      k.revoked_at, k.last_used_at, k.created_at, u.username AS u_username, u.email AS u_email, \
                      u.is_admin AS u_is_admin, u.created_at AS u_created_at \
                      FROM api_keys k JOIN users u ON u.id = k.created_by WHERE k.secret_hash = $1",
@@ -406,8 +411,8 @@ macro_rules! sql_store {
                 let scopes: Vec<&str> = new.scopes.iter().map(|s| s.as_str()).collect();
                 let row = q(format!(
                     "INSERT INTO api_keys (id, tenant_id, created_by, name, prefix, secret_hash, \
-                     scopes, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-                     RETURNING {KEY_COLS}"
+                     scopes, expires_at, created_at, rpm_limit, tpm_limit) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {KEY_COLS}"
                 ))
                 .bind(ApiKeyId::new().to_string())
                 .bind(self.tenant.to_string())
@@ -418,6 +423,8 @@ macro_rules! sql_store {
                 .bind(scopes.join(","))
                 .bind(new.expires_at.map(|t| t.timestamp_millis()))
                 .bind(maas_core::now().timestamp_millis())
+                .bind(new.limits.requests_per_minute)
+                .bind(new.limits.tokens_per_minute)
                 .fetch_one(&self.pool)
                 .await?;
                 key_row(&row)
@@ -453,6 +460,19 @@ macro_rules! sql_store {
                 .bind(at.timestamp_millis())
                 .execute(&self.pool)
                 .await?;
+                crate::error::found(done.rows_affected(), Entity::ApiKey)?;
+                self.api_key(id).await
+            }
+
+            async fn set_api_key_limits(&self, id: ApiKeyId, limits: maas_core::keys::RateLimits) -> Result<ApiKey> {
+                let done =
+                    sqlx::query("UPDATE api_keys SET rpm_limit = $3, tpm_limit = $4 WHERE tenant_id = $1 AND id = $2")
+                        .bind(self.tenant.to_string())
+                        .bind(id.to_string())
+                        .bind(limits.requests_per_minute)
+                        .bind(limits.tokens_per_minute)
+                        .execute(&self.pool)
+                        .await?;
                 crate::error::found(done.rows_affected(), Entity::ApiKey)?;
                 self.api_key(id).await
             }

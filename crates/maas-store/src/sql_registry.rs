@@ -606,14 +606,22 @@ macro_rules! sql_registry {
             }
 
             async fn quota(&self) -> Result<Quota> {
-                let row = sqlx::query("SELECT max_models, max_storage_bytes FROM tenant_quotas WHERE tenant_id = $1")
-                    .bind(self.tenant.to_string())
-                    .fetch_optional(&self.pool)
-                    .await?;
+                let row = sqlx::query(
+                    "SELECT max_models, max_storage_bytes, max_gpu_hours, max_calls_per_day, max_tokens_per_day, \
+                     requests_per_minute, tokens_per_minute FROM tenant_quotas WHERE tenant_id = $1",
+                )
+                .bind(self.tenant.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
                 Ok(match row {
                     Some(row) => Quota {
                         max_models: row.try_get("max_models")?,
                         max_storage_bytes: row.try_get("max_storage_bytes")?,
+                        max_gpu_hours: row.try_get("max_gpu_hours")?,
+                        max_calls_per_day: row.try_get("max_calls_per_day")?,
+                        max_tokens_per_day: row.try_get("max_tokens_per_day")?,
+                        requests_per_minute: row.try_get("requests_per_minute")?,
+                        tokens_per_minute: row.try_get("tokens_per_minute")?,
                     },
                     None => Quota::default(),
                 })
@@ -621,13 +629,22 @@ macro_rules! sql_registry {
 
             async fn set_quota(&self, quota: Quota) -> Result<Quota> {
                 sqlx::query(
-                    "INSERT INTO tenant_quotas (tenant_id, max_models, max_storage_bytes) VALUES ($1, $2, $3) \
+                    "INSERT INTO tenant_quotas (tenant_id, max_models, max_storage_bytes, max_gpu_hours, \
+                     max_calls_per_day, max_tokens_per_day, requests_per_minute, tokens_per_minute) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
                      ON CONFLICT (tenant_id) DO UPDATE SET max_models = excluded.max_models, \
-                     max_storage_bytes = excluded.max_storage_bytes",
+                     max_storage_bytes = excluded.max_storage_bytes, max_gpu_hours = excluded.max_gpu_hours, \
+                     max_calls_per_day = excluded.max_calls_per_day, max_tokens_per_day = excluded.max_tokens_per_day, \
+                     requests_per_minute = excluded.requests_per_minute, tokens_per_minute = excluded.tokens_per_minute",
                 )
                 .bind(self.tenant.to_string())
                 .bind(quota.max_models)
                 .bind(quota.max_storage_bytes)
+                .bind(quota.max_gpu_hours)
+                .bind(quota.max_calls_per_day)
+                .bind(quota.max_tokens_per_day)
+                .bind(quota.requests_per_minute)
+                .bind(quota.tokens_per_minute)
                 .execute(&self.pool)
                 .await?;
                 self.quota().await

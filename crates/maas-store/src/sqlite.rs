@@ -34,6 +34,7 @@ impl SqliteStore {
 crate::sql::sql_store!(SqliteStore, SqliteTenantStore, sqlx::Sqlite, "sqlite");
 crate::sql_registry::sql_registry!(SqliteStore, SqliteTenantStore, sqlx::Sqlite);
 crate::sql_deployments::sql_deployments!(SqliteStore, SqliteTenantStore, sqlx::Sqlite);
+crate::sql_usage::sql_usage!(SqliteStore, SqliteTenantStore, sqlx::Sqlite);
 
 /// Full-text condition: FTS5 over name and description. Each word of `q` becomes a quoted
 /// prefix term, so user input can never be FTS5 syntax.

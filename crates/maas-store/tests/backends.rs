@@ -3,15 +3,17 @@
 
 use std::sync::Arc;
 
+use maas_core::billing::{BillingMeter, Budget, Invoice, InvoiceLine, InvoiceStatus, PricePlan};
 use maas_core::identity::{Role, TenantKind};
 use maas_core::keys::Scope;
 use maas_core::registry::{
     CollaboratorAccess, ModelFormat, ModelQuery, ModelSort, Quota, VersionState, Viewer, Visibility,
 };
+use maas_core::usage::{InferenceApi, UsageRecord};
 use maas_core::{ApiKeyId, UserId};
 use maas_store::{
     Conflict, DeploymentWrite, Entity, ModelPatch, NewApiKey, NewAuditEvent, NewModel, NewUser, SqliteStore, Store,
-    StoreError, Upload,
+    StoreError, Upload, UsageGrouping,
 };
 
 /// A store on a fresh database, plus whatever must live as long as it (the temp dir).
@@ -61,6 +63,8 @@ on_both_backends! {
     versions_files_uploads_and_publishing => versions;
     stars_collaborators_and_quotas => social;
     deployments_crud_and_isolation => deployments;
+    usage_records_are_idempotent_summed_and_isolated => usage;
+    budgets_alert_once_and_invoices_are_stored_once => billing;
 }
 
 fn new_user(name: &str) -> NewUser {
@@ -74,6 +78,7 @@ fn new_key(by: UserId, secret_hash: &str) -> NewApiKey {
         prefix: "maas_abcdefg".into(),
         secret_hash: secret_hash.into(),
         scopes: vec![Scope::Read, Scope::Infer],
+        limits: Default::default(),
         expires_at: None,
     }
 }
@@ -442,7 +447,13 @@ async fn social(store: Arc<dyn Store>) {
     assert_eq!(sa.collaborator_access(m.id, bob.id).await.unwrap(), None);
 
     assert_eq!(sa.quota().await.unwrap(), Quota::default());
-    let q = Quota { max_models: Some(3), max_storage_bytes: Some(1 << 30) };
+    let q = Quota {
+        max_models: Some(3),
+        max_storage_bytes: Some(1 << 30),
+        max_calls_per_day: Some(1000),
+        requests_per_minute: Some(60),
+        ..Quota::default()
+    };
     assert_eq!(sa.set_quota(q).await.unwrap(), q);
     assert_eq!(sa.quota().await.unwrap(), q);
 }
@@ -478,4 +489,116 @@ async fn deployments(store: Arc<dyn Store>) {
     assert_eq!(sa.deployment("api").await.unwrap().id, d.id);
     sa.delete_deployment(d.id).await.unwrap();
     assert!(matches!(sa.deployment("api").await, Err(StoreError::NotFound(Entity::Deployment))));
+}
+
+fn usage_record(
+    tenant: maas_core::TenantId,
+    deployment: &str,
+    status: u16,
+    at: chrono::DateTime<chrono::Utc>,
+) -> UsageRecord {
+    let price = PricePlan { per_call: 100, per_1k_input_tokens: 2000, ..PricePlan::default() };
+    let cost = if status < 400 { price.cost(1, 500, 20, 3) } else { 0 };
+    UsageRecord {
+        id: uuid::Uuid::now_v7(),
+        tenant_id: tenant,
+        api_key_id: Some(ApiKeyId::new()),
+        deployment_id: maas_core::DeploymentId::new(),
+        deployment: deployment.into(),
+        version_id: maas_core::VersionId::new(),
+        model_version: format!("{deployment}@1"),
+        api: InferenceApi::OpenaiChat,
+        calls: 1,
+        input_tokens: 500,
+        output_tokens: 20,
+        compute_ms: 3,
+        gpu_ms: 0,
+        request_bytes: 900,
+        response_bytes: 400,
+        status,
+        error_code: (status >= 400).then(|| "invalid_request".to_owned()),
+        latency_us: 1234,
+        at,
+        billable: status < 400,
+        price,
+        cost_micros: cost,
+    }
+}
+
+async fn usage(store: Arc<dyn Store>) {
+    let (_, a) = store.register_user(new_user("alice")).await.unwrap();
+    let (_, b) = store.register_user(new_user("bob")).await.unwrap();
+    let now = maas_core::now();
+    let records = vec![
+        usage_record(a.id, "alice/x", 200, now),
+        usage_record(a.id, "alice/x", 400, now),
+        usage_record(a.id, "alice/y", 200, now),
+        usage_record(b.id, "bob/z", 200, now),
+    ];
+    assert_eq!(store.insert_usage(&records, false).await.unwrap(), 4);
+    assert_eq!(store.insert_usage(&records, false).await.unwrap(), 0, "a replayed batch adds nothing");
+    let (from, to) = (now - chrono::Duration::hours(1), now + chrono::Duration::hours(1));
+    let sa = store.scoped(a.id);
+    let back = sa.usage_records(from, to, None, 100).await.unwrap();
+    assert_eq!(back.len(), 3, "only alice's records");
+    assert!(back.contains(&records[0]) && back.contains(&records[1]), "records read back unchanged");
+    let page = sa.usage_records(from, to, None, 2).await.unwrap();
+    let rest = sa.usage_records(from, to, Some((page[1].at, page[1].id)), 2).await.unwrap();
+    assert_eq!(rest.len(), 1);
+    assert!(!page.contains(&rest[0]));
+
+    let by = sa.usage_summary(from, to, UsageGrouping::Deployment).await.unwrap();
+    assert_eq!(by.len(), 2);
+    assert_eq!((by[0].group.as_str(), by[0].requests, by[0].errors), ("alice/x", 2, 1));
+    assert_eq!((by[0].input_tokens, by[0].cost_micros), (1000, records[0].cost_micros));
+    let days = sa.usage_summary(from, now + chrono::Duration::seconds(1), UsageGrouping::Day).await.unwrap();
+    assert_eq!(days[0].group, now.format("%Y-%m-%d").to_string());
+    let totals = sa.usage_totals(from, to, "USD").await.unwrap();
+    assert_eq!((totals.calls, totals.tokens, totals.cost_micros), (3, 1560, 2 * records[0].cost_micros));
+    assert_eq!(sa.usage_totals(from, to, "EUR").await.unwrap().cost_micros, 0);
+    let rows = sa.billing_rows(from, to).await.unwrap();
+    assert_eq!(rows.len(), 2, "failures are not billed: {rows:?}");
+    assert_eq!((rows[0].calls, rows[0].input_tokens, rows[0].price_call), (1, 500, 100));
+
+    let outbox = store.unpublished_usage(10).await.unwrap();
+    assert_eq!(outbox.len(), 4);
+    store.mark_published(&outbox.iter().map(|r| r.id).take(3).collect::<Vec<_>>()).await.unwrap();
+    assert_eq!(store.unpublished_usage(10).await.unwrap().len(), 1);
+    store.insert_usage(&[usage_record(a.id, "alice/x", 200, now)], true).await.unwrap();
+    assert_eq!(store.unpublished_usage(10).await.unwrap().len(), 1, "published records skip the outbox");
+}
+
+async fn billing(store: Arc<dyn Store>) {
+    let (_, a) = store.register_user(new_user("alice")).await.unwrap();
+    let sa = store.scoped(a.id);
+    assert_eq!(sa.budget().await.unwrap(), None);
+    let budget = Budget { currency: "EUR".into(), soft_limit: Some(10), hard_limit: None };
+    sa.set_budget(Some(&budget)).await.unwrap();
+    assert_eq!(sa.budget().await.unwrap(), Some(budget));
+    assert!(sa.mark_budget_alerted("2026-11").await.unwrap());
+    assert!(!sa.mark_budget_alerted("2026-11").await.unwrap(), "once a month");
+    assert!(sa.mark_budget_alerted("2026-12").await.unwrap());
+    sa.set_budget(None).await.unwrap();
+    assert_eq!(sa.budget().await.unwrap(), None);
+
+    let line = InvoiceLine {
+        deployment: "alice/x".into(),
+        meter: BillingMeter::Calls,
+        quantity: 3,
+        unit_price: 100,
+        amount: 300,
+    };
+    let invoice = Invoice {
+        id: "2026-10-USD".into(),
+        period: "2026-10".into(),
+        currency: "USD".into(),
+        status: InvoiceStatus::Closed,
+        lines: vec![line],
+        total: 300,
+    };
+    assert_eq!(sa.store_invoice(&invoice).await.unwrap(), invoice);
+    let changed = Invoice { total: 999, ..invoice.clone() };
+    assert_eq!(sa.store_invoice(&changed).await.unwrap(), invoice, "a stored invoice never changes");
+    let (_, b) = store.register_user(new_user("bob")).await.unwrap();
+    assert_eq!(store.scoped(b.id).stored_invoice("2026-10-USD").await.unwrap(), None);
 }

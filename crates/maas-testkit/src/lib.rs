@@ -98,6 +98,7 @@ impl Server {
         // Tests choose the backends explicitly; ignore whatever the environment says.
         for var in [
             "MAAS_DATABASE_URL",
+            "MAAS_NATS_URL",
             "MAAS_REDIS_URL",
             "MAAS_LISTEN",
             "MAAS_GRPC_LISTEN",

@@ -47,6 +47,10 @@ pub struct Config {
     pub artifacts: ArtifactsConfig,
     pub registry: RegistryConfig,
     pub runtime: RuntimeConfig,
+    /// `nats://…` to publish usage events to NATS JetStream; default: no events.
+    pub nats_url: Option<Secret<String>>,
+    /// Metering (group commit), limits (what happens when Redis is down), tenant defaults.
+    pub metering: maas_metering::MeteringConfig,
 }
 
 /// How replicas run models.
@@ -95,6 +99,8 @@ impl Default for Config {
             artifacts: ArtifactsConfig::default(),
             registry: RegistryConfig::default(),
             runtime: RuntimeConfig::default(),
+            nats_url: None,
+            metering: maas_metering::MeteringConfig::default(),
         }
     }
 }
@@ -149,6 +155,11 @@ impl Config {
             && !(url.expose().starts_with("redis://") || url.expose().starts_with("rediss://"))
         {
             bail!("redis_url must start with redis:// or rediss://");
+        }
+        if let Some(url) = &self.nats_url
+            && !(url.expose().starts_with("nats://") || url.expose().starts_with("tls://"))
+        {
+            bail!("nats_url must start with nats:// or tls://");
         }
         if self.auth.session_ttl_secs == 0 {
             bail!("auth.session_ttl_secs must be positive");

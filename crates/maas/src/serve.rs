@@ -6,6 +6,9 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use maas_auth::{Counter, IdentityService, MemoryCounter, MemorySessions, RedisCounter, RedisSessions, SessionStore};
 use maas_gateway::AppState;
+use maas_gateway::metering::Metering;
+use maas_metering::events::{Events, NatsEvents};
+use maas_metering::{Ledger, Limiter, MemoryLimiter, Policy, RedisLimiter};
 
 use maas_artifacts::{ArtifactStore, LocalArtifacts, S3Artifacts, Staging};
 use maas_controller::{Controller, ControllerConfig};
@@ -23,21 +26,38 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let store = maas_store::open(&config.store_url()).await.context("cannot open the metadata store")?;
     tracing::info!(backend = store.backend(), "metadata store ready (migrations applied)");
 
-    let (sessions, counter): (Arc<dyn SessionStore>, Arc<dyn Counter>) = match &config.redis_url {
+    let (sessions, counter, limiter): (Arc<dyn SessionStore>, Arc<dyn Counter>, Arc<dyn Limiter>) =
+        match &config.redis_url {
+            Some(url) => {
+                let client = redis::Client::open(url.expose().as_str()).context("invalid redis_url")?;
+                let conn = redis::aio::ConnectionManager::new(client).await.context("cannot connect to Redis")?;
+                tracing::info!(prefix = %config.redis_prefix, "sessions, counters and rate limits in Redis");
+                (
+                    Arc::new(RedisSessions::new(conn.clone(), config.redis_prefix.clone())),
+                    Arc::new(RedisCounter::new(conn.clone(), config.redis_prefix.clone())),
+                    Arc::new(RedisLimiter::new(conn, config.redis_prefix.clone())),
+                )
+            }
+            None => {
+                tracing::info!("sessions, counters and rate limits in process");
+                (Arc::new(MemorySessions::new()), Arc::new(MemoryCounter::new()), Arc::new(MemoryLimiter::new()))
+            }
+        };
+    let events: Option<Arc<dyn Events>> = match &config.nats_url {
         Some(url) => {
-            let client = redis::Client::open(url.expose().as_str()).context("invalid redis_url")?;
-            let conn = redis::aio::ConnectionManager::new(client).await.context("cannot connect to Redis")?;
-            tracing::info!(prefix = %config.redis_prefix, "sessions and counters in Redis");
-            (
-                Arc::new(RedisSessions::new(conn.clone(), config.redis_prefix.clone())),
-                Arc::new(RedisCounter::new(conn, config.redis_prefix.clone())),
-            )
+            let nats =
+                NatsEvents::connect(url.expose(), &config.metering.nats).await.context("cannot connect to NATS")?;
+            tracing::info!(stream = %config.metering.nats.stream, "usage events to NATS JetStream");
+            Some(Arc::new(nats))
         }
-        None => {
-            tracing::info!("sessions and counters in process");
-            (Arc::new(MemorySessions::new()), Arc::new(MemoryCounter::new()))
-        }
+        None => None,
     };
+    let ledger = Ledger::start(store.clone(), &config.metering.ledger, events.is_some());
+    if let Some(events) = &events {
+        tokio::spawn(maas_metering::events::publish_outbox(store.clone(), events.clone(), ledger.committed()));
+    }
+    let policy =
+        Policy::new(limiter, store.clone(), events, config.metering.tenant_defaults, config.metering.policy.clone());
 
     let artifacts: Arc<dyn ArtifactStore> = match config.artifacts.backend {
         ArtifactsBackend::Local => Arc::new(LocalArtifacts::new(config.data_dir.join("artifacts"))?),
@@ -63,7 +83,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     let restored = controller.restore().await?;
     tracing::info!(deployments = restored, "deployments restored");
-    let state = AppState { identity, registry, controller: controller.clone(), config: config.http.clone() };
+    let state = AppState {
+        identity,
+        registry,
+        controller: controller.clone(),
+        metering: Metering { ledger, policy },
+        config: config.http.clone(),
+    };
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -1,7 +1,7 @@
 //! API keys: create (secret shown once), list, revoke.
 
 use maas_core::identity::Role;
-use maas_core::keys::{ApiKey, Scope};
+use maas_core::keys::{ApiKey, RateLimits, Scope};
 use maas_core::{ApiKeyId, Timestamp, validate};
 use maas_store::NewApiKey;
 
@@ -26,9 +26,11 @@ impl IdentityService {
         name: &str,
         scopes: &[Scope],
         expires_at: Option<Timestamp>,
+        limits: RateLimits,
     ) -> Result<CreatedKey, AuthError> {
         access.require_role(Role::Member)?;
         validate::display_name("name", name)?;
+        limits.validate().map_err(|e| AuthError::InvalidRequest(format!("limits: {e}")))?;
         let mut scopes = scopes.to_vec();
         scopes.sort();
         scopes.dedup();
@@ -55,10 +57,12 @@ impl IdentityService {
                 prefix: secret.chars().take(12).collect(),
                 secret_hash: token::digest(&secret),
                 scopes: scopes.clone(),
+                limits,
                 expires_at,
             })
             .await?;
-        let details = serde_json::json!({ "name": key.name, "scopes": scopes, "expires_at": expires_at });
+        let details =
+            serde_json::json!({ "name": key.name, "scopes": scopes, "expires_at": expires_at, "limits": limits });
         self.record(caller, access.store(), "key.create", &key.id.to_string(), details).await?;
         Ok(CreatedKey { key, secret })
     }
@@ -71,6 +75,22 @@ impl IdentityService {
             keys.retain(|k| k.created_by == caller.user().id);
         }
         Ok(keys)
+    }
+
+    /// Changes a key's rate limits (tenant admins).
+    pub async fn set_key_limits(
+        &self,
+        caller: &Caller,
+        access: &TenantAccess,
+        id: ApiKeyId,
+        limits: RateLimits,
+    ) -> Result<ApiKey, AuthError> {
+        access.require_role(Role::Admin)?;
+        limits.validate().map_err(|e| AuthError::InvalidRequest(format!("limits: {e}")))?;
+        let key = access.store().set_api_key_limits(id, limits).await?;
+        self.record(caller, access.store(), "key.limits.set", &id.to_string(), serde_json::json!({ "limits": limits }))
+            .await?;
+        Ok(key)
     }
 
     /// Revokes a key; it stops working on the very next request. Members revoke their own

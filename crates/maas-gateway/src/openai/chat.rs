@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::response::Response;
 use maas_auth::Caller;
 use maas_core::ErrorCode;
+use maas_core::usage::InferenceApi;
 use maas_runtime::generate::template::ChatMessage;
 use maas_runtime::generate::{GenerateRequest, Prompt};
 use serde::Deserialize;
@@ -105,16 +106,26 @@ async fn chat_completions(
     caller: Result<Caller, ApiError>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (endpoint, request) = match route::<ChatRequest>(&state, caller?, body, "/v1/chat/completions").await? {
-        Routed::Here(endpoint, request) => (endpoint, request),
+    let route = route::<ChatRequest>(&state, caller?, body, "/v1/chat/completions", InferenceApi::OpenaiChat);
+    let (endpoint, request, call) = match route.await? {
+        Routed::Here(endpoint, request, call) => (endpoint, request, *call),
         Routed::Forwarded(response) => return Ok(response),
     };
+    match generate_request(&request) {
+        Ok(generate) => {
+            generation::respond(&state.controller, &endpoint, generate, true, &request.sampling, call).await
+        }
+        Err(e) => Err(call.fail(e).await),
+    }
+}
+
+/// The generation a chat request asks for.
+fn generate_request(request: &ChatRequest) -> Result<GenerateRequest, ApiError> {
     if request.tools.as_ref().is_some_and(|t| !t.is_empty()) {
         return Err(ApiError::new(ErrorCode::InvalidRequest, "tools are not supported").with_param("tools"));
     }
     let (sampling, max_tokens, stop) = request.sampling.to_runtime(None)?;
-    let generate = GenerateRequest { prompt: Prompt::Chat(messages(&request)?), sampling, max_tokens, stop };
-    generation::respond(&state.controller, &endpoint, generate, true, &request.sampling).await
+    Ok(GenerateRequest { prompt: Prompt::Chat(messages(request)?), sampling, max_tokens, stop })
 }
 
 pub fn router() -> OpenApiRouter<AppState> {

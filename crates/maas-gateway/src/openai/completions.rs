@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::response::Response;
 use maas_auth::Caller;
 use maas_core::ErrorCode;
+use maas_core::usage::InferenceApi;
 use maas_runtime::generate::{GenerateRequest, Prompt};
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -51,22 +52,32 @@ async fn completions(
     caller: Result<Caller, ApiError>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (endpoint, request) = match route::<CompletionRequest>(&state, caller?, body, "/v1/completions").await? {
-        Routed::Here(endpoint, request) => (endpoint, request),
+    let route = route::<CompletionRequest>(&state, caller?, body, "/v1/completions", InferenceApi::OpenaiCompletions);
+    let (endpoint, request, call) = match route.await? {
+        Routed::Here(endpoint, request, call) => (endpoint, request, *call),
         Routed::Forwarded(response) => return Ok(response),
     };
+    match generate_request(&request) {
+        Ok(generate) => {
+            generation::respond(&state.controller, &endpoint, generate, false, &request.sampling, call).await
+        }
+        Err(e) => Err(call.fail(e).await),
+    }
+}
+
+/// The generation a completion request asks for.
+fn generate_request(request: &CompletionRequest) -> Result<GenerateRequest, ApiError> {
     let bad = |param: &str, m: &str| ApiError::new(ErrorCode::InvalidRequest, m).with_param(param);
     if request.echo {
         return Err(bad("echo", "echo is not supported"));
     }
-    let prompt = match request.prompt {
-        PromptIn::One(p) => p,
-        PromptIn::Many(mut v) if v.len() == 1 => v.remove(0),
+    let prompt = match &request.prompt {
+        PromptIn::One(p) => p.clone(),
+        PromptIn::Many(v) if v.len() == 1 => v[0].clone(),
         PromptIn::Many(_) => return Err(bad("prompt", "send one prompt per request")),
     };
     let (sampling, max_tokens, stop) = request.sampling.to_runtime(Some(DEFAULT_MAX_TOKENS))?;
-    let generate = GenerateRequest { prompt: Prompt::Text(prompt), sampling, max_tokens, stop };
-    generation::respond(&state.controller, &endpoint, generate, false, &request.sampling).await
+    Ok(GenerateRequest { prompt: Prompt::Text(prompt), sampling, max_tokens, stop })
 }
 
 pub fn router() -> OpenApiRouter<AppState> {

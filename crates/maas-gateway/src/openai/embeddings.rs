@@ -1,18 +1,22 @@
 //! `POST /v1/embeddings`: vectors of one or many texts from a sentence-embeddings deployment.
 
+use std::time::Instant;
+
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use maas_auth::Caller;
+use maas_controller::Endpoint;
 use maas_core::ErrorCode;
+use maas_core::usage::InferenceApi;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::generation::{Usage, UsageMeter};
+use super::generation::Usage;
 use super::{Routed, route};
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
@@ -81,20 +85,33 @@ async fn embeddings(
     caller: Result<Caller, ApiError>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (endpoint, request) = match route::<EmbeddingsRequest>(&state, caller?, body, "/v1/embeddings").await? {
-        Routed::Here(endpoint, request) => (endpoint, request),
+    let route = route::<EmbeddingsRequest>(&state, caller?, body, "/v1/embeddings", InferenceApi::OpenaiEmbeddings);
+    let (endpoint, request, mut call) = match route.await? {
+        Routed::Here(endpoint, request, call) => (endpoint, request, *call),
         Routed::Forwarded(response) => return Ok(response),
     };
+    let started = Instant::now();
+    let result = embed(&state, &endpoint, request).await;
+    let result = result.map(|(response, tokens)| {
+        call.tokens = (tokens, 0);
+        response
+    });
+    Ok(call.respond(result, started.elapsed(), IntoResponse::into_response).await)
+}
+
+/// Embeds the request's texts: the response and the tokens it took.
+async fn embed(
+    state: &AppState,
+    endpoint: &Endpoint,
+    request: EmbeddingsRequest,
+) -> Result<(Response, usize), ApiError> {
     let base64 = match request.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
         Some(other) => return Err(bad("encoding_format", format!("encoding_format '{other}' is not float or base64"))),
     };
     let texts = texts(request.input)?;
-    let mut meter = UsageMeter::new(endpoint.full_name(), "embeddings", 0);
-    let mut result = state.controller.embed(&endpoint, texts).await?;
-    meter.prompt_tokens = result.tokens;
-    meter.finish();
+    let mut result = state.controller.embed(endpoint, texts).await?;
     if let Some(d) = request.dimensions {
         let full = result.vectors.first().map_or(0, Vec::len);
         if d == 0 || d > full {
@@ -119,7 +136,7 @@ async fn embeddings(
     let usage = Usage::new(result.tokens, 0);
     let body = json!({ "object": "list", "data": data, "model": endpoint.full_name(),
                        "usage": { "prompt_tokens": usage.prompt_tokens, "total_tokens": usage.total_tokens } });
-    Ok(axum::Json(body).into_response())
+    Ok((axum::Json(body).into_response(), result.tokens))
 }
 
 pub fn router() -> OpenApiRouter<AppState> {

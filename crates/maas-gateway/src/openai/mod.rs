@@ -21,10 +21,12 @@ use axum::response::Response;
 use maas_auth::Caller;
 use maas_controller::{Endpoint, Serves};
 use maas_core::ErrorCode;
+use maas_core::usage::InferenceApi;
 use serde::de::DeserializeOwned;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::error::ApiError;
+use crate::metering::{self, Metered};
 use crate::state::AppState;
 
 /// Every `/v1` route.
@@ -39,29 +41,59 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Where a `/v1` call goes: to a deployment served here (with the parsed request), or it was
 /// forwarded to the external engine behind the deployment (with the engine's answer).
 pub(crate) enum Routed<T> {
-    Here(Arc<Endpoint>, T),
+    Here(Arc<Endpoint>, T, Box<Metered>),
     Forwarded(Response),
 }
 
 /// What every `/v1` POST starts with: read the body, resolve the deployment its `model`
-/// names for `caller`, and forward it to `path` of an external engine or parse it as `T`.
+/// names for `caller`, admit the call (limits, quotas, budget), and forward it to `path` of an
+/// external engine (metered here) or parse it as `T` (metered by the caller with the
+/// [`Metered`] it gets).
 pub(crate) async fn route<T: DeserializeOwned>(
     state: &AppState,
     caller: Caller,
     body: Body,
     path: &'static str,
+    api: InferenceApi,
 ) -> Result<Routed<T>, ApiError> {
-    let (value, model) = read_body(body, state.config.max_infer_bytes).await?;
+    let (value, model, size) = read_body(body, state.config.max_infer_bytes).await?;
     let endpoint = state.controller.resolve(&caller, &model).await?;
+    let call = metering::admit(state, &caller, &endpoint, api, size, estimate(&value)).await?;
     if endpoint.serves() == Serves::Upstream {
-        return Ok(Routed::Forwarded(upstream::forward(&endpoint, path, value).await?));
+        return Ok(Routed::Forwarded(upstream::forward(&endpoint, path, value, call).await?));
     }
-    Ok(Routed::Here(endpoint, parse(value)?))
+    match parse(value) {
+        Ok(request) => Ok(Routed::Here(endpoint, request, Box::new(call))),
+        Err(e) => Err(call.fail(e).await),
+    }
+}
+
+/// Tokens a request may use, estimated before it runs (input: a token per 4 bytes of text;
+/// output: `max_tokens`, else 256 for generation), reserved against token limits and settled
+/// with the real counts afterwards.
+fn estimate(v: &serde_json::Value) -> (i64, i64) {
+    use serde_json::Value;
+    fn bytes(v: &Value) -> usize {
+        match v {
+            Value::String(s) => s.len(),
+            Value::Array(a) => a.iter().map(bytes).sum(),
+            Value::Object(o) => o.get("content").or_else(|| o.get("text")).map_or(0, bytes),
+            _ => 0,
+        }
+    }
+    let input: usize = ["messages", "prompt", "input"].iter().filter_map(|k| v.get(*k)).map(bytes).sum();
+    let generates = v.get("messages").is_some() || v.get("prompt").is_some();
+    let output = v
+        .get("max_completion_tokens")
+        .or_else(|| v.get("max_tokens"))
+        .and_then(Value::as_i64)
+        .unwrap_or(if generates { 256 } else { 0 });
+    (i64::try_from(input.div_ceil(4)).unwrap_or(i64::MAX), output.max(0))
 }
 
 /// Reads a JSON body of at most `limit` bytes as a JSON value (kept whole for forwarding to
-/// external engines) and the deployment it names in `model`.
-async fn read_body(body: Body, limit: usize) -> Result<(serde_json::Value, String), ApiError> {
+/// external engines), the deployment it names in `model`, and its size.
+async fn read_body(body: Body, limit: usize) -> Result<(serde_json::Value, String, usize), ApiError> {
     let bytes = axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| ApiError::new(ErrorCode::PayloadTooLarge, format!("requests are limited to {limit} bytes")))?;
@@ -75,7 +107,7 @@ async fn read_body(body: Body, limit: usize) -> Result<(serde_json::Value, Strin
             );
         }
     };
-    Ok((value, model))
+    Ok((value, model, bytes.len()))
 }
 
 /// The typed request inside a JSON value.
@@ -86,4 +118,18 @@ fn parse<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
 /// Seconds since the Unix epoch, for `created` fields.
 pub(crate) fn unix_now() -> i64 {
     chrono::Utc::now().timestamp()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn token_estimates_cover_text_and_the_answer() {
+        let chat = json!({"model": "m", "messages": [{"role": "user", "content": "12345678"},
+                          {"role": "user", "content": [{"type": "text", "text": "1234"}]}], "max_tokens": 10});
+        assert_eq!(super::estimate(&chat), (3, 10));
+        assert_eq!(super::estimate(&json!({"model": "m", "prompt": "hi"})), (1, 256));
+        assert_eq!(super::estimate(&json!({"model": "m", "input": ["abcd", "efgh"]})), (2, 0));
+    }
 }

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use super::generation::{UsageMeter, sse};
 use crate::error::ApiError;
+use crate::metering::Metered;
 
 fn not_openai(endpoint: &Endpoint) -> ApiError {
     ApiError::new(
@@ -35,41 +36,84 @@ fn count(meter: &mut UsageMeter, usage: &Value) {
     }
 }
 
-/// Sends `body` to the engine's `path` and relays the answer.
-pub async fn forward(endpoint: &Endpoint, path: &'static str, mut body: Value) -> Result<Response, ApiError> {
+/// Sends `body` to the engine's `path` and relays the answer, metered by `call` (with the
+/// engine's token counts).
+pub async fn forward(
+    endpoint: &Endpoint,
+    path: &'static str,
+    body: Value,
+    mut call: Metered,
+) -> Result<Response, ApiError> {
+    let headers = call.headers();
+    let upstream = match connect(endpoint) {
+        Ok(upstream) => upstream,
+        Err(e) => return Err(call.fail(e).await),
+    };
+    let streaming = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let client_wants_usage = body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
+    let response = match send(&upstream, path, body, streaming).await {
+        Ok(response) => response,
+        Err(e) => return Err(call.fail(e).await),
+    };
+    call.tokens = (0, 0);
+    let mut meter = UsageMeter::new(call, 0);
+    let mut response = if streaming {
+        relay_stream(response, meter, endpoint.full_name(), client_wants_usage)
+    } else {
+        let answer: Result<Value, _> = response.json().await;
+        let mut answer = match answer {
+            Ok(answer) => answer,
+            Err(e) => {
+                let e = ApiError::new(ErrorCode::UpstreamError, format!("the engine's answer is not JSON: {e}"));
+                meter.finish(0, Some(&e)).await?;
+                return Err(e);
+            }
+        };
+        if let Some(usage) = answer.get("usage") {
+            count(&mut meter, usage);
+        }
+        answer["model"] = json!(endpoint.full_name());
+        let body = answer.to_string();
+        meter.finish(body.len(), None).await?;
+        ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
+    };
+    for (name, value) in headers {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, v);
+        }
+    }
+    Ok(response)
+}
+
+/// The running upstream of an OpenAI-protocol external deployment.
+fn connect(endpoint: &Endpoint) -> Result<std::sync::Arc<Upstream>, ApiError> {
     let upstream = endpoint.upstream().ok_or_else(|| {
         ApiError::new(ErrorCode::ModelNotReady, format!("{} is not started yet", endpoint.full_name()))
     })?;
     if upstream.protocol != UpstreamProtocol::Openai {
         return Err(not_openai(endpoint));
     }
-    let streaming = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let client_wants_usage = body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
+    Ok(upstream)
+}
+
+/// Sends the request upstream (as the engine's model; streams asked to include usage); the
+/// engine's answer when it is a success.
+async fn send(
+    upstream: &Upstream,
+    path: &str,
+    mut body: Value,
+    streaming: bool,
+) -> Result<reqwest::Response, ApiError> {
     body["model"] = json!(upstream.model);
     if streaming {
         body["stream_options"] = json!({ "include_usage": true });
     }
     let response =
         upstream.send(upstream.request(reqwest::Method::POST, path).json(&body)).await.map_err(ApiError::from)?;
-    let status = response.status();
-    let api = path.trim_start_matches("/v1/");
-    let mut meter = UsageMeter::new(endpoint.full_name(), api, 0);
-    if !status.is_success() {
-        return Err(upstream_error(&upstream, response).await);
+    if !response.status().is_success() {
+        return Err(upstream_error(upstream, response).await);
     }
-    if streaming {
-        return Ok(relay_stream(response, meter, endpoint.full_name(), client_wants_usage));
-    }
-    let mut answer: Value = response
-        .json()
-        .await
-        .map_err(|e| ApiError::new(ErrorCode::UpstreamError, format!("the engine's answer is not JSON: {e}")))?;
-    if let Some(usage) = answer.get("usage") {
-        count(&mut meter, usage);
-    }
-    meter.finish();
-    answer["model"] = json!(endpoint.full_name());
-    Ok(axum::Json(answer).into_response())
+    Ok(response)
 }
 
 /// The engine's error: its own 4xx message (the caller's request was refused), or 502.
@@ -93,6 +137,7 @@ fn relay_stream(response: reqwest::Response, meter: UsageMeter, model: String, c
         model: String,
         client_wants_usage: bool,
         done: bool,
+        sent: usize,
     }
     let state = St {
         bytes: response.bytes_stream().boxed(),
@@ -101,6 +146,7 @@ fn relay_stream(response: reqwest::Response, meter: UsageMeter, model: String, c
         model,
         client_wants_usage,
         done: false,
+        sent: 0,
     };
     let events = futures::stream::unfold(state, |mut st| async move {
         loop {
@@ -118,9 +164,14 @@ fn relay_stream(response: reqwest::Response, meter: UsageMeter, model: String, c
                     continue;
                 }
                 if data == "[DONE]" {
-                    st.meter.finish();
-                    return Some((Ok::<Event, Infallible>(Event::default().data("[DONE]")), st));
+                    // `[DONE]` acknowledges the answer: only once its usage is durable.
+                    let done = match st.meter.finish(st.sent, None).await {
+                        Ok(()) => Event::default().data("[DONE]"),
+                        Err(e) => Event::default().data(super::generation::error_event(&e).to_string()),
+                    };
+                    return Some((Ok::<Event, Infallible>(done), st));
                 }
+                st.sent += data.len() + "data: \n\n".len();
                 let Ok(mut chunk) = serde_json::from_str::<Value>(&data) else {
                     return Some((Ok(Event::default().data(data)), st));
                 };

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use maas_auth::Caller;
 use maas_core::identity::Role;
-use maas_core::keys::{ApiKey, Scope};
+use maas_core::keys::{ApiKey, RateLimits, Scope};
 use maas_core::{ApiKeyId, Timestamp};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -25,6 +25,9 @@ pub struct CreateKey {
     /// Optional expiry (RFC 3339, in the future).
     #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<Timestamp>,
+    /// The key's own rate limits (the tenant's apply as well).
+    #[serde(default)]
+    pub limits: RateLimits,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -48,7 +51,8 @@ async fn create(
     Json(req): Json<CreateKey>,
 ) -> ApiResult<(StatusCode, axum::Json<CreatedKeyResponse>)> {
     let access = state.identity.access(&caller, &tenant, Role::Member, Scope::Manage).await?;
-    let created = state.identity.create_key(&caller, &access, &req.name, &req.scopes, req.expires_at).await?;
+    let created =
+        state.identity.create_key(&caller, &access, &req.name, &req.scopes, req.expires_at, req.limits).await?;
     let body = CreatedKeyResponse { key: created.secret, details: created.key };
     Ok((StatusCode::CREATED, axum::Json(body)))
 }
@@ -83,6 +87,22 @@ async fn revoke(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Set a key's rate limits (tenant admins); they apply from the next request on.
+#[utoipa::path(put, path = "/api/v1/tenants/{tenant}/keys/{id}/limits", tag = "keys", request_body = RateLimits,
+    params(("tenant" = String, Path, description = "tenant slug"), ("id" = String, Path, format = Uuid)),
+    security(("session" = []), ("api_key" = [])),
+    responses((status = 200, body = ApiKey), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+async fn set_limits(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, id)): Path<(String, ApiKeyId)>,
+    Json(limits): Json<RateLimits>,
+) -> ApiResult<axum::Json<ApiKey>> {
+    let access = state.identity.access(&caller, &tenant, Role::Admin, Scope::Manage).await?;
+    Ok(axum::Json(state.identity.set_key_limits(&caller, &access, id, limits).await?))
+}
+
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(create, list)).routes(routes!(revoke))
+    OpenApiRouter::new().routes(routes!(create, list)).routes(routes!(revoke)).routes(routes!(set_limits))
 }

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod billing;
 pub mod deployments;
 pub mod docs;
 pub mod files;
@@ -14,6 +15,7 @@ pub mod members;
 pub mod models;
 pub mod quota;
 pub mod tenants;
+pub mod usage;
 pub mod versions;
 
 use serde::Serialize;
@@ -47,6 +49,8 @@ pub fn all() -> OpenApiRouter<AppState> {
         .merge(keys::router())
         .merge(audit::router())
         .merge(quota::router())
+        .merge(usage::router())
+        .merge(billing::router())
         .merge(models::router())
         .merge(versions::router())
         .merge(files::router())

@@ -1,4 +1,5 @@
-//! `/api/v1/tenants/{tenant}/quota`: a tenant's limits and usage.
+//! `/api/v1/tenants/{tenant}/quotas` (also `/quota`): a tenant's quotas (models, storage,
+//! GPU-hours, daily calls and tokens) and tenant-wide rate limits, with what it uses.
 
 use axum::extract::State;
 use maas_auth::Caller;
@@ -39,9 +40,38 @@ async fn set(
     Json(quota): Json<Quota>,
 ) -> ApiResult<axum::Json<QuotaUsage>> {
     let access = state.identity.access(&caller, &tenant, Role::Viewer, Scope::Manage).await?;
-    Ok(axum::Json(state.registry.set_quota(&caller, &access, quota).await?))
+    let usage = state.registry.set_quota(&caller, &access, quota).await?;
+    state.metering.policy.forget(access.tenant.id);
+    Ok(axum::Json(usage))
+}
+
+/// The tenant's quotas and rate limits, and what it uses (owners and members read them).
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/quotas", tag = "tenants",
+    params(("tenant" = String, Path)),
+    security(("session" = []), ("api_key" = [])),
+    responses((status = 200, body = QuotaUsage), (status = 404, body = ErrorBody)))]
+async fn show_quotas(
+    state: State<AppState>,
+    caller: Caller,
+    tenant: Path<String>,
+) -> ApiResult<axum::Json<QuotaUsage>> {
+    show(state, caller, tenant).await
+}
+
+/// Set the tenant's quotas and rate limits (platform admins). `null` falls back to the server default.
+#[utoipa::path(put, path = "/api/v1/tenants/{tenant}/quotas", tag = "tenants", request_body = Quota,
+    params(("tenant" = String, Path)),
+    security(("session" = [])),
+    responses((status = 200, body = QuotaUsage), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn set_quotas(
+    state: State<AppState>,
+    caller: Caller,
+    tenant: Path<String>,
+    quota: Json<Quota>,
+) -> ApiResult<axum::Json<QuotaUsage>> {
+    set(state, caller, tenant, quota).await
 }
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(show, set))
+    OpenApiRouter::new().routes(routes!(show, set)).routes(routes!(show_quotas, set_quotas))
 }

@@ -4,14 +4,17 @@
 //! name in the caller's tenant, optionally followed by `/versions/{v}`; so the routes are one
 //! wildcard parsed here. Errors use the v2 shape `{"error": "…"}`, plus our stable `code`.
 
+use std::time::Instant;
+
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use maas_auth::Caller;
-use maas_controller::Serves;
+use maas_controller::{Endpoint, Serves};
 use maas_core::ErrorCode;
+use maas_core::usage::InferenceApi;
 use serde_json::json;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -20,6 +23,7 @@ use super::core::{self, ModelMetadata, TensorMetadata};
 use super::{codec, upstream};
 use crate::error::ApiError;
 use crate::extract::Path;
+use crate::metering;
 use crate::state::AppState;
 
 const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -130,13 +134,28 @@ async fn model_post(
         ),
         None => None,
     };
+    let call = metering::admit(&state, &caller, &endpoint, InferenceApi::V2Rest, bytes.len(), (0, 0)).await?;
+    let started = Instant::now();
+    let result = run(&state, &endpoint, &headers, bytes, header_len).await;
+    Ok(call.respond(result, started.elapsed(), |e| V2Error(e).into_response()).await)
+}
+
+/// Runs one inference: forwarded to an external engine, or decoded, run and encoded here.
+async fn run(
+    state: &AppState,
+    endpoint: &Endpoint,
+    headers: &HeaderMap,
+    bytes: bytes::Bytes,
+    header_len: Option<usize>,
+) -> Result<Response, ApiError> {
     if endpoint.serves() == Serves::Upstream {
-        return Ok(upstream::infer(&endpoint, &headers, bytes).await?);
+        return upstream::infer(endpoint, headers, bytes).await;
     }
-    let request = codec::decode_request(&bytes, header_len).map_err(|e| bad_request(e.0))?;
-    let result = core::infer(&state, &endpoint, request.inputs.clone(), request.outputs.clone()).await?;
+    let request =
+        codec::decode_request(&bytes, header_len).map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.0))?;
+    let result = core::infer(state, endpoint, request.inputs.clone(), request.outputs.clone()).await?;
     let (body, json_len) = codec::encode_response(&endpoint.full_name(), &endpoint.version.version, &request, result)
-        .map_err(|e| V2Error(ApiError::new(ErrorCode::Internal, e.0)))?;
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.0))?;
     let mut response = body.into_response();
     let h = response.headers_mut();
     match json_len {

@@ -3,7 +3,11 @@
 //! status only in [`super::status`]. Model names are `tenant/name` or a name in the key's
 //! tenant, as over REST.
 
+use std::time::Instant;
+
 use maas_auth::{AuthError, Caller};
+use maas_controller::Endpoint;
+use maas_core::usage::InferenceApi;
 use tonic::{Request, Response, Status};
 
 use super::proto::grpc_inference_service_server::GrpcInferenceService;
@@ -16,6 +20,7 @@ use super::proto::{
 use super::{status, tensors};
 use crate::error::ApiError;
 use crate::extract::bearer_secret;
+use crate::metering::{self, Outcome};
 use crate::state::AppState;
 use crate::v2::core;
 use maas_core::ErrorCode;
@@ -85,14 +90,34 @@ impl InferenceService {
         })
     }
 
-    async fn infer(&self, request: Request<ModelInferRequest>) -> Result<ModelInferResponse, ApiError> {
+    async fn infer(&self, request: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, ApiError> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let endpoint = core::endpoint(&self.state, &caller, &req.model_name, Some(&req.model_version)).await?;
+        let size = prost::Message::encoded_len(&req);
+        let call = metering::admit(&self.state, &caller, &endpoint, InferenceApi::V2Grpc, size, (0, 0)).await?;
+        let started = Instant::now();
+        let result = self.run(&endpoint, req).await;
+        let outcome = match &result {
+            Ok(r) => Outcome::ok(prost::Message::encoded_len(r), started.elapsed()),
+            Err(e) => Outcome::failed(e),
+        };
+        let headers = call.headers();
+        call.finish(outcome).await?;
+        let mut response = Response::new(result?);
+        for (name, value) in headers {
+            if let Ok(v) = value.parse() {
+                response.metadata_mut().insert(name, v);
+            }
+        }
+        Ok(response)
+    }
+
+    async fn run(&self, endpoint: &Endpoint, req: ModelInferRequest) -> Result<ModelInferResponse, ApiError> {
         let inputs = tensors::decode_inputs(req.inputs, req.raw_input_contents)
             .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.0))?;
         let outputs = req.outputs.into_iter().map(|o| o.name).collect();
-        let result = core::infer(&self.state, &endpoint, inputs, outputs).await?;
+        let result = core::infer(&self.state, endpoint, inputs, outputs).await?;
         let mut response = ModelInferResponse {
             model_name: endpoint.full_name(),
             model_version: endpoint.version.version.clone(),
@@ -144,6 +169,6 @@ impl GrpcInferenceService for InferenceService {
     }
 
     async fn model_infer(&self, request: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, Status> {
-        self.infer(request).await.map(Response::new).map_err(status)
+        self.infer(request).await.map_err(status)
     }
 }
