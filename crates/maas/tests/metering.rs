@@ -192,7 +192,7 @@ async fn rate_limits_are_exact_across_two_gateway_instances() {
         "name": "limited", "scopes": ["infer"], "limits": { "requests_per_minute": LIMIT } })))
     .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
-    assert_eq!(created["details"]["limits"]["requests_per_minute"], LIMIT);
+    assert_eq!(created["limits"]["requests_per_minute"], LIMIT);
     let key = created["key"].as_str().unwrap().to_owned();
     // The second instance restores the deployment from the shared store.
     let b = start(options());
