@@ -11,9 +11,14 @@ source "$ROOT/scripts/services.sh"
 ensure_redis
 log() { bench_log "$@"; }
 
-bench_log "building examples/metering_bench (release)"
-(cd "$ROOT" && cargo build --release -q -p maas-metering --example metering_bench) >&2
+# METERING_BENCH: a prebuilt examples/metering_bench instead of building one.
+METERING_BENCH=${METERING_BENCH:-}
+if [ -z "$METERING_BENCH" ]; then
+  bench_log "building examples/metering_bench (release)"
+  (cd "$ROOT" && cargo build --release -q -p maas-metering --example metering_bench) >&2
+  METERING_BENCH=$CARGO_TARGET_DIR/release/examples/metering_bench
+fi
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-"$CARGO_TARGET_DIR/release/examples/metering_bench" limits --redis "$MAAS_TEST_REDIS_URL" "$@"
+"$METERING_BENCH" limits --redis "$MAAS_TEST_REDIS_URL" "$@"
 echo
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

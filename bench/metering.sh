@@ -12,12 +12,17 @@ source "$ROOT/scripts/services.sh"
 ensure_postgres
 log() { bench_log "$@"; }
 
-bench_log "building examples/metering_bench (release)"
-(cd "$ROOT" && cargo build --release -q -p maas-metering --example metering_bench) >&2
+# METERING_BENCH: a prebuilt examples/metering_bench instead of building one.
+METERING_BENCH=${METERING_BENCH:-}
+if [ -z "$METERING_BENCH" ]; then
+  bench_log "building examples/metering_bench (release)"
+  (cd "$ROOT" && cargo build --release -q -p maas-metering --example metering_bench) >&2
+  METERING_BENCH=$CARGO_TARGET_DIR/release/examples/metering_bench
+fi
 DB="maas_bench_$$"
 psql "$MAAS_TEST_POSTGRES_URL" -qc "CREATE DATABASE $DB" >/dev/null
 trap 'psql "$MAAS_TEST_POSTGRES_URL" -qc "DROP DATABASE IF EXISTS $DB" >/dev/null' EXIT
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-"$CARGO_TARGET_DIR/release/examples/metering_bench" ledger --postgres "${MAAS_TEST_POSTGRES_URL%/*}/$DB" "$@"
+"$METERING_BENCH" ledger --postgres "${MAAS_TEST_POSTGRES_URL%/*}/$DB" "$@"
 echo
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

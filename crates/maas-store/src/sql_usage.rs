@@ -13,8 +13,6 @@ macro_rules! sql_usage {
              api, calls, input_tokens, output_tokens, compute_ms, gpu_ms, request_bytes, response_bytes, status, \
              error_code, latency_us, at, billable, currency, price_call, price_input_1k, price_output_1k, \
              price_compute_second, cost_micros";
-        /// Rows per INSERT statement: 27 binds each stays under both backends' bind limits.
-        const USAGE_CHUNK: usize = 500;
 
         fn usage_row(row: &DbRow) -> Result<UsageRecord> {
             let api: String = row.try_get("api")?;
@@ -57,41 +55,8 @@ macro_rules! sql_usage {
         impl crate::UsageLedger for $Store {
             async fn insert_usage(&self, records: &[UsageRecord], published: bool) -> Result<u64> {
                 let mut tx = self.pool.begin().await?;
-                let mut inserted = 0;
-                for chunk in records.chunks(USAGE_CHUNK) {
-                    let mut qb = sqlx::QueryBuilder::<$Db>::new(format!("INSERT INTO usage_records ({USAGE_COLS}, published) "));
-                    qb.push_values(chunk, |mut b, r| {
-                        b.push_bind(r.id.to_string())
-                            .push_bind(r.tenant_id.to_string())
-                            .push_bind(r.api_key_id.map(|k| k.to_string()))
-                            .push_bind(r.deployment_id.to_string())
-                            .push_bind(r.deployment.clone())
-                            .push_bind(r.version_id.to_string())
-                            .push_bind(r.model_version.clone())
-                            .push_bind(r.api.as_str())
-                            .push_bind(r.calls)
-                            .push_bind(r.input_tokens)
-                            .push_bind(r.output_tokens)
-                            .push_bind(r.compute_ms)
-                            .push_bind(r.gpu_ms)
-                            .push_bind(r.request_bytes)
-                            .push_bind(r.response_bytes)
-                            .push_bind(i32::from(r.status))
-                            .push_bind(r.error_code.clone())
-                            .push_bind(r.latency_us)
-                            .push_bind(r.at.timestamp_millis())
-                            .push_bind(r.billable)
-                            .push_bind(r.price.currency.clone())
-                            .push_bind(r.price.per_call)
-                            .push_bind(r.price.per_1k_input_tokens)
-                            .push_bind(r.price.per_1k_output_tokens)
-                            .push_bind(r.price.per_compute_second)
-                            .push_bind(r.cost_micros)
-                            .push_bind(published);
-                    });
-                    qb.push(" ON CONFLICT (id) DO NOTHING");
-                    inserted += qb.build().execute(&mut *tx).await?.rows_affected();
-                }
+                // How many rows go in one statement differs per backend (`insert_usage_rows`).
+                let inserted = insert_usage_rows(&mut tx, records, published).await?;
                 tx.commit().await?;
                 Ok(inserted)
             }
@@ -107,7 +72,7 @@ macro_rules! sql_usage {
             }
 
             async fn mark_published(&self, ids: &[uuid::Uuid]) -> Result<()> {
-                for chunk in ids.chunks(USAGE_CHUNK) {
+                for chunk in ids.chunks(500) {
                     let mut qb = sqlx::QueryBuilder::<$Db>::new("UPDATE usage_records SET published = TRUE WHERE id IN (");
                     let mut list = qb.separated(", ");
                     for id in chunk {

@@ -43,3 +43,49 @@ fn push_text_match(qb: &mut sqlx::QueryBuilder<sqlx::Sqlite>, q: &str) {
         q.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(|w| format!("\"{w}\"*")).collect();
     qb.push("m.id IN (SELECT model_id FROM models_fts WHERE models_fts MATCH ").push_bind(terms.join(" ")).push(")");
 }
+
+/// Usage records as multi-row INSERTs of at most 500 rows (27 binds each, under SQLite's limit
+/// of 32766 variables).
+async fn insert_usage_rows(
+    conn: &mut sqlx::SqliteConnection,
+    records: &[maas_core::usage::UsageRecord],
+    published: bool,
+) -> Result<u64> {
+    let mut inserted = 0;
+    for chunk in records.chunks(500) {
+        let mut qb =
+            sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!("INSERT INTO usage_records ({USAGE_COLS}, published) "));
+        qb.push_values(chunk, |mut b, r| {
+            b.push_bind(r.id.to_string())
+                .push_bind(r.tenant_id.to_string())
+                .push_bind(r.api_key_id.map(|k| k.to_string()))
+                .push_bind(r.deployment_id.to_string())
+                .push_bind(r.deployment.clone())
+                .push_bind(r.version_id.to_string())
+                .push_bind(r.model_version.clone())
+                .push_bind(r.api.as_str())
+                .push_bind(r.calls)
+                .push_bind(r.input_tokens)
+                .push_bind(r.output_tokens)
+                .push_bind(r.compute_ms)
+                .push_bind(r.gpu_ms)
+                .push_bind(r.request_bytes)
+                .push_bind(r.response_bytes)
+                .push_bind(i32::from(r.status))
+                .push_bind(r.error_code.clone())
+                .push_bind(r.latency_us)
+                .push_bind(r.at.timestamp_millis())
+                .push_bind(r.billable)
+                .push_bind(r.price.currency.clone())
+                .push_bind(r.price.per_call)
+                .push_bind(r.price.per_1k_input_tokens)
+                .push_bind(r.price.per_1k_output_tokens)
+                .push_bind(r.price.per_compute_second)
+                .push_bind(r.cost_micros)
+                .push_bind(published);
+        });
+        qb.push(" ON CONFLICT (id) DO NOTHING");
+        inserted += qb.build().execute(&mut *conn).await?.rows_affected();
+    }
+    Ok(inserted)
+}

@@ -313,6 +313,24 @@ async fn quotas_and_budgets_refuse_with_named_codes() {
     let (status, body) =
         call(alice.put(s.at("/api/v1/tenants/alice/budget")).json(&json!({ "currency": "eur" }))).await;
     assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid_request"));
+
+    // GPU-hours count only on deployments that reserve GPUs.
+    let (status, _) = call(alice.put(s.at("/api/v1/tenants/alice/budget")).json(&json!(null))).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = call(alice.put(s.at("/api/v1/tenants/alice/quotas")).json(&json!({ "max_gpu_hours": 0 }))).await;
+    assert_eq!(status, StatusCode::OK);
+    deploy(&s, &alice, "alice/gpu", "alice/simple", "1", json!({ "resources": { "gpu": 1 } })).await;
+    let r = client()
+        .post(s.at("/v2/models/alice%2Fgpu/infer"))
+        .bearer_auth(&key)
+        .json(&simple_request())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "gpu_hours_quota_exceeded", "{body}");
+    assert_eq!(infer(&s, &key, &simple_request()).await.status(), StatusCode::OK, "CPU deployments go on");
 }
 
 #[tokio::test]

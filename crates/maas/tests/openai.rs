@@ -204,6 +204,23 @@ async fn the_openai_sdk_gets_chat_completions_and_embeddings() {
     assert_eq!(errors["unknown_model"]["kind"], "NotFoundError");
     assert_eq!(errors["bad_key"]["kind"], "AuthenticationError");
 
+    // Token limits reserve the request's estimated tokens before it runs.
+    let (status, limited) = call(alice.post(s.at("/api/v1/tenants/alice/keys")).json(&json!({
+        "name": "tpm", "scopes": ["infer"], "limits": { "tokens_per_minute": 50 } })))
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{limited}");
+    let limited = limited["key"].as_str().unwrap();
+    let embed = |text: String| {
+        client()
+            .post(s.at("/v1/embeddings"))
+            .bearer_auth(limited)
+            .json(&json!({ "model": "alice/minilm", "input": text }))
+    };
+    let (status, body) = call(embed("A short sentence.".into())).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = call(embed("word ".repeat(100))).await;
+    assert_eq!((status, code(&body)), (StatusCode::TOO_MANY_REQUESTS, "tokens_per_minute_exceeded"), "{body}");
+
     // The CLI: `maas embed` and a one-question `maas chat`.
     let cfg = tempfile::tempdir().unwrap();
     let maas = |args: &[&str]| maas_testkit::cli::run(Path::new(BIN), cfg.path(), &s, args);
