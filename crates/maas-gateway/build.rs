@@ -6,6 +6,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto = "proto/grpc_service.proto";
     println!("cargo:rerun-if-changed={proto}");
     let descriptors = protox::compile([proto], ["proto"])?;
-    tonic_prost_build::configure().build_client(false).build_server(true).compile_fds(descriptors)?;
+    tonic_prost_build::configure()
+        .build_client(false)
+        .build_server(true)
+        // Tensor bytes as `bytes::Bytes`: slices of the received frame rather than copies.
+        .bytes(".inference.ModelInferRequest.raw_input_contents")
+        .bytes(".inference.ModelInferResponse.raw_output_contents")
+        .compile_fds(descriptors)?;
     Ok(())
 }

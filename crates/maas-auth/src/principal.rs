@@ -14,7 +14,9 @@ pub enum Principal {
     /// A browser or CLI session (full rights of the user).
     Session { user: User, session: Session },
     /// An API key: restricted to its tenant and scopes, never more than its creator.
-    ApiKey { user: User, key: ApiKey },
+    /// `role` is the creator's role in the key's tenant when the key was verified (`None`:
+    /// no longer a member).
+    ApiKey { user: User, key: ApiKey, role: Option<Role> },
 }
 
 /// An authenticated request's caller.
@@ -34,6 +36,16 @@ impl Caller {
     pub fn api_key(&self) -> Option<&ApiKey> {
         match &self.principal {
             Principal::ApiKey { key, .. } => Some(key),
+            Principal::Session { .. } => None,
+        }
+    }
+
+    /// Whether an API key caller's creator is still a member of the key's tenant `tenant`
+    /// (as verified with the key); `None` for session callers, whose membership the caller of
+    /// this must look up.
+    pub fn key_member_of(&self, tenant: maas_core::ids::TenantId) -> Option<bool> {
+        match &self.principal {
+            Principal::ApiKey { key, role, .. } => Some(key.tenant_id == tenant && role.is_some()),
             Principal::Session { .. } => None,
         }
     }

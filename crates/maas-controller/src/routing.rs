@@ -70,10 +70,12 @@ impl Controller {
         };
         let not_found = || ControllerError::NotFound(format!("{tenant}/{short}"));
         let endpoint = self.endpoint(&tenant, &short).map_err(|_| not_found())?;
-        let same_tenant_key = caller.api_key().is_none_or(|k| k.tenant_id == endpoint.row.tenant_id);
-        let member = same_tenant_key
-            && (caller.is_platform_admin()
-                || self.store.role(caller.user().id, endpoint.row.tenant_id).await?.is_some());
+        let member = match caller.key_member_of(endpoint.row.tenant_id) {
+            Some(member) => member,
+            None => {
+                caller.is_platform_admin() || self.store.role(caller.user().id, endpoint.row.tenant_id).await?.is_some()
+            }
+        };
         if !member && endpoint.model.visibility != Visibility::Public {
             return Err(not_found());
         }

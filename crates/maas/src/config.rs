@@ -63,6 +63,8 @@ pub struct RuntimeConfig {
     pub intra_op_threads: usize,
     /// Threads running independent operators (0: sequential).
     pub inter_op_threads: usize,
+    /// Whether idle intra-op threads spin (unset: ONNX Runtime's default, which spins).
+    pub intra_op_spinning: Option<bool>,
 }
 
 /// Where model files are stored.

@@ -78,6 +78,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 library_path: config.runtime.onnxruntime_library.clone(),
                 intra_op_threads: config.runtime.intra_op_threads,
                 inter_op_threads: config.runtime.inter_op_threads,
+                intra_op_spinning: config.runtime.intra_op_spinning,
             },
         },
     );

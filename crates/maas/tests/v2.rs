@@ -358,6 +358,53 @@ async fn model_names_versions_and_access_over_rest() {
     assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "deployment_not_found"), "{body}");
 }
 
+/// Verified keys are cached per instance (`auth.key_cache_ms`), but what changes them on this
+/// instance applies to the very next call: a removed member's key loses the private
+/// deployment, a revoked key stops.
+#[tokio::test]
+async fn removing_a_member_or_revoking_a_key_applies_to_the_next_inference_call() {
+    let s = start(ServerOptions::default());
+    user(&s, "root").await.unwrap();
+    let alice = user(&s, "alice").await.unwrap();
+    let bob = user(&s, "bob").await.unwrap();
+    let (status, body) =
+        call(alice.post(s.at("/api/v1/tenants")).json(&json!({ "slug": "acme", "name": "Acme" }))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    deploy(&s, &alice, "acme", "simple", "private", read(&onnx_dir().join("simple.onnx"))).await;
+    let members = s.at("/api/v1/tenants/acme/members");
+    let (status, body) = call(alice.post(&members).json(&json!({ "username": "bob", "role": "member" }))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let bob_key = api_key(&s, &bob, "acme", &["infer"]).await;
+    let alice_key = api_key(&s, &alice, "acme", &["infer"]).await;
+    let request = simple_request(&[5; 16], &[2; 16]);
+    let infer = |key: &str| call(client().post(s.at("/v2/models/acme/simple/infer")).bearer_auth(key).json(&request));
+
+    for _ in 0..3 {
+        let (status, body) = infer(&bob_key).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (status, _) = call(alice.delete(s.at("/api/v1/tenants/acme/members/bob"))).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = infer(&bob_key).await;
+    assert_eq!((status, v2_code(&body)), (StatusCode::NOT_FOUND, "deployment_not_found"), "{body}");
+
+    let (status, body) = infer(&alice_key).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, keys) = call(alice.get(s.at("/api/v1/tenants/acme/keys"))).await;
+    let alice_id = keys["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["prefix"].as_str().is_some_and(|p| alice_key.starts_with(p)))
+        .and_then(|k| k["id"].as_str())
+        .expect("alice's key is listed")
+        .to_owned();
+    let (status, _) = call(alice.delete(s.at(&format!("/api/v1/tenants/acme/keys/{alice_id}")))).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = infer(&alice_key).await;
+    assert_eq!((status, v2_code(&body)), (StatusCode::UNAUTHORIZED, "api_key_revoked"), "{body}");
+}
+
 #[tokio::test]
 async fn oversized_inference_requests_are_413() {
     let (s, _, key) = setup(ServerOptions::default().env("MAAS_HTTP__MAX_INFER_BYTES", "1000")).await;

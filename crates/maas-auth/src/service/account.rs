@@ -6,6 +6,7 @@ use maas_core::validate;
 use maas_store::{NewUser, StoreError};
 
 use super::IdentityService;
+use crate::key_cache::VerifiedKey;
 use crate::principal::{Caller, Principal};
 use crate::session::Session;
 use crate::throttle::LoginThrottle;
@@ -108,11 +109,22 @@ impl IdentityService {
         if !secret.starts_with(token::API_KEY_PREFIX) {
             return Err(AuthError::InvalidApiKey);
         }
-        let (key, user) = match self.store.api_key_with_creator(&token::digest(secret)).await {
-            Ok(found) => found,
-            Err(StoreError::NotFound(_)) => return Err(AuthError::InvalidApiKey),
-            Err(e) => return Err(e.into()),
+        let digest = token::digest(secret);
+        let verified = match self.keys.get(&digest) {
+            Some(verified) => verified,
+            None => {
+                let (key, user) = match self.store.api_key_with_creator(&digest).await {
+                    Ok(found) => found,
+                    Err(StoreError::NotFound(_)) => return Err(AuthError::InvalidApiKey),
+                    Err(e) => return Err(e.into()),
+                };
+                let role = self.store.role(user.id, key.tenant_id).await?;
+                let verified = VerifiedKey { key, user, role };
+                self.keys.put(&digest, verified.clone());
+                verified
+            }
         };
+        let VerifiedKey { mut key, user, role } = verified;
         let now = maas_core::now();
         if key.revoked_at.is_some() {
             return Err(AuthError::ApiKeyRevoked);
@@ -122,8 +134,15 @@ impl IdentityService {
         }
         if key.last_used_at.is_none_or(|t| now - t >= Duration::minutes(1)) {
             self.store.scoped(key.tenant_id).touch_api_key(key.id, now).await?;
+            key.last_used_at = Some(now);
+            self.keys.touched(&digest, &key);
         }
-        Ok(Caller { principal: Principal::ApiKey { user, key }, client_ip })
+        Ok(Caller { principal: Principal::ApiKey { user, key, role }, client_ip })
+    }
+
+    /// Forgets every verified key, after a change that may alter what verifying one finds.
+    pub(crate) fn forget_keys(&self) {
+        self.keys.clear();
     }
 
     /// The pre-login call: the session's user, with a new session id (the old one deleted)

@@ -7,6 +7,7 @@ mod keys;
 mod tenants;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use maas_core::identity::Role;
 use maas_core::keys::Scope;
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::AuthError;
 use crate::counter::Counter;
+use crate::key_cache::KeyCache;
 use crate::principal::{Caller, TenantAccess};
 use crate::session::SessionStore;
 use crate::throttle::ThrottleConfig;
@@ -31,6 +33,10 @@ pub struct AuthConfig {
     /// `refresh` issues a new session id when less than this many seconds remain.
     pub refresh_window_secs: u64,
     pub login_throttle: ThrottleConfig,
+    /// How long a verified API key is trusted without reading the store again, in
+    /// milliseconds (0: every request reads it). Changes made on this instance apply at once;
+    /// other instances see them within this time.
+    pub key_cache_ms: u64,
 }
 
 impl Default for AuthConfig {
@@ -39,6 +45,7 @@ impl Default for AuthConfig {
             session_ttl_secs: 7 * 24 * 3600,
             refresh_window_secs: 24 * 3600,
             login_throttle: ThrottleConfig::default(),
+            key_cache_ms: 2000,
         }
     }
 }
@@ -49,6 +56,7 @@ pub struct IdentityService {
     store: Arc<dyn Store>,
     sessions: Arc<dyn SessionStore>,
     counter: Arc<dyn Counter>,
+    keys: Arc<KeyCache>,
     config: AuthConfig,
 }
 
@@ -59,7 +67,8 @@ impl IdentityService {
         counter: Arc<dyn Counter>,
         config: AuthConfig,
     ) -> Self {
-        Self { store, sessions, counter, config }
+        let keys = Arc::new(KeyCache::new(Duration::from_millis(config.key_cache_ms)));
+        Self { store, sessions, counter, keys, config }
     }
 
     pub fn config(&self) -> &AuthConfig {

@@ -2,7 +2,7 @@
 //! every v2 dtype) and Triton's binary tensor data extension
 //! (`Inference-Header-Content-Length`, `binary_data_size`, `binary_data_output`).
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use maas_runtime::tensor::element_count;
 use maas_runtime::{DataType, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -144,44 +144,70 @@ pub fn data_to_json(data: &TensorData) -> Value {
     }
 }
 
-macro_rules! from_le {
-    ($bytes:expr, $variant:ident, $t:ty) => {{
-        const N: usize = std::mem::size_of::<$t>();
-        TensorData::$variant(
-            $bytes.chunks_exact(N).map(|c| <$t>::from_le_bytes(c.try_into().unwrap_or([0; N]))).collect(),
-        )
-    }};
+/// Little-endian elements of `N` bytes read straight out of `raw`'s chunks into one vector: a
+/// request body arrives as several buffers, and making it contiguous first would copy a large
+/// tensor once more. An element split across two chunks is put together in `pending`.
+fn from_le<T, const N: usize>(mut raw: impl Buf, decode: fn([u8; N]) -> T) -> Vec<T> {
+    let mut out = Vec::with_capacity(raw.remaining() / N);
+    let mut pending = [0u8; N];
+    let mut filled = 0;
+    while raw.has_remaining() {
+        let chunk = raw.chunk();
+        let mut rest = chunk;
+        if filled > 0 {
+            let take = (N - filled).min(rest.len());
+            pending[filled..filled + take].copy_from_slice(&rest[..take]);
+            filled += take;
+            rest = &rest[take..];
+            if filled == N {
+                out.push(decode(pending));
+                filled = 0;
+            }
+        }
+        let whole = rest.len() / N * N;
+        out.extend(rest[..whole].chunks_exact(N).map(|b| decode(b.try_into().unwrap_or([0; N]))));
+        let tail = &rest[whole..];
+        pending[filled..filled + tail.len()].copy_from_slice(tail);
+        filled += tail.len();
+        let consumed = chunk.len();
+        raw.advance(consumed);
+    }
+    out
 }
 
 /// Raw little-endian bytes (or length-prefixed BYTES elements) to tensor data.
-pub fn binary_to_data(name: &str, dtype: DataType, raw: &[u8], elements: usize) -> Result<TensorData, CodecError> {
+pub fn binary_to_data(
+    name: &str,
+    dtype: DataType,
+    mut raw: impl Buf,
+    elements: usize,
+) -> Result<TensorData, CodecError> {
     if let Some(size) = dtype.size()
-        && raw.len() != elements * size
+        && raw.remaining() != elements * size
     {
         return Err(err(format!(
             "input '{name}': {} bytes of binary data, but shape × {dtype} needs {}",
-            raw.len(),
+            raw.remaining(),
             elements * size
         )));
     }
     Ok(match dtype {
-        DataType::Bool => TensorData::Bool(raw.iter().map(|&b| b != 0).collect()),
-        DataType::Uint8 => TensorData::Uint8(raw.to_vec()),
-        DataType::Int8 => TensorData::Int8(raw.iter().map(|&b| i8::from_le_bytes([b])).collect()),
-        DataType::Uint16 => from_le!(raw, Uint16, u16),
-        DataType::Uint32 => from_le!(raw, Uint32, u32),
-        DataType::Uint64 => from_le!(raw, Uint64, u64),
-        DataType::Int16 => from_le!(raw, Int16, i16),
-        DataType::Int32 => from_le!(raw, Int32, i32),
-        DataType::Int64 => from_le!(raw, Int64, i64),
-        DataType::Fp32 => from_le!(raw, Fp32, f32),
-        DataType::Fp64 => from_le!(raw, Fp64, f64),
-        DataType::Fp16 => TensorData::Fp16(
-            raw.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c.get(1).copied().unwrap_or(0)])).collect(),
-        ),
+        DataType::Bool => TensorData::Bool(from_le(raw, |[b]| b != 0)),
+        DataType::Uint8 => TensorData::Uint8(raw.copy_to_bytes(raw.remaining()).into()),
+        DataType::Int8 => TensorData::Int8(from_le(raw, i8::from_le_bytes)),
+        DataType::Uint16 => TensorData::Uint16(from_le(raw, u16::from_le_bytes)),
+        DataType::Uint32 => TensorData::Uint32(from_le(raw, u32::from_le_bytes)),
+        DataType::Uint64 => TensorData::Uint64(from_le(raw, u64::from_le_bytes)),
+        DataType::Int16 => TensorData::Int16(from_le(raw, i16::from_le_bytes)),
+        DataType::Int32 => TensorData::Int32(from_le(raw, i32::from_le_bytes)),
+        DataType::Int64 => TensorData::Int64(from_le(raw, i64::from_le_bytes)),
+        DataType::Fp32 => TensorData::Fp32(from_le(raw, f32::from_le_bytes)),
+        DataType::Fp64 => TensorData::Fp64(from_le(raw, f64::from_le_bytes)),
+        DataType::Fp16 => TensorData::Fp16(from_le(raw, half::f16::from_le_bytes)),
         DataType::Bytes => {
+            let raw = raw.copy_to_bytes(raw.remaining());
             let mut out = Vec::with_capacity(elements);
-            let mut rest = raw;
+            let mut rest = &raw[..];
             while !rest.is_empty() {
                 let Some((len, tail)) = rest.split_first_chunk::<4>() else {
                     return Err(err(format!("input '{name}': truncated BYTES element length")));
@@ -231,18 +257,23 @@ fn flag(params: &Map<String, Value>, key: &str) -> bool {
     params.get(key).and_then(Value::as_bool).unwrap_or(false)
 }
 
-/// Decodes a request body. `header_len` is `Inference-Header-Content-Length` (binary
+/// Decodes a request body (any `Buf`: the chunks a request arrived in are read without
+/// being joined first). `header_len` is `Inference-Header-Content-Length` (binary
 /// extension): the JSON is the first `header_len` bytes and binary tensors follow.
-pub fn decode_request(body: &[u8], header_len: Option<usize>) -> Result<DecodedRequest, CodecError> {
-    let (json, mut binary) = match header_len {
-        Some(n) if n > body.len() => {
-            return Err(err(format!("Inference-Header-Content-Length is {n} but the body has {} bytes", body.len())));
+pub fn decode_request(mut body: impl Buf, header_len: Option<usize>) -> Result<DecodedRequest, CodecError> {
+    let json = match header_len {
+        Some(n) if n > body.remaining() => {
+            return Err(err(format!(
+                "Inference-Header-Content-Length is {n} but the body has {} bytes",
+                body.remaining()
+            )));
         }
-        Some(n) => body.split_at(n),
-        None => (body, &[][..]),
+        Some(n) => body.copy_to_bytes(n),
+        None => body.copy_to_bytes(body.remaining()),
     };
+    let mut binary = body;
     let req: InferRequestBody =
-        serde_json::from_slice(json).map_err(|e| err(format!("the request is not valid v2 JSON: {e}")))?;
+        serde_json::from_slice(&json).map_err(|e| err(format!("the request is not valid v2 JSON: {e}")))?;
     let mut inputs = Vec::with_capacity(req.inputs.len());
     for input in &req.inputs {
         let dtype = DataType::parse(&input.datatype)
@@ -252,12 +283,10 @@ pub fn decode_request(body: &[u8], header_len: Option<usize>) -> Result<DecodedR
         let data = match (input.parameters.get("binary_data_size").and_then(Value::as_u64), &input.data) {
             (Some(size), _) => {
                 let size = usize::try_from(size).map_err(|_| err("binary_data_size too large"))?;
-                if size > binary.len() {
+                if size > binary.remaining() {
                     return Err(err(format!("input '{}': binary_data_size {size} runs past the body", input.name)));
                 }
-                let (raw, rest) = binary.split_at(size);
-                binary = rest;
-                binary_to_data(&input.name, dtype, raw, elements)?
+                binary_to_data(&input.name, dtype, (&mut binary).take(size), elements)?
             }
             (None, Some(data)) => json_to_data(&input.name, dtype, data)?,
             (None, None) => return Err(err(format!("input '{}' has neither data nor binary_data_size", input.name))),
@@ -265,8 +294,8 @@ pub fn decode_request(body: &[u8], header_len: Option<usize>) -> Result<DecodedR
         let tensor = Tensor::new(input.name.clone(), input.shape.clone(), data).map_err(|e| err(e.to_string()))?;
         inputs.push(tensor);
     }
-    if !binary.is_empty() {
-        return Err(err(format!("{} bytes of binary data are not claimed by any input", binary.len())));
+    if binary.has_remaining() {
+        return Err(err(format!("{} bytes of binary data are not claimed by any input", binary.remaining())));
     }
     Ok(DecodedRequest {
         id: req.id,
@@ -360,7 +389,7 @@ mod tests {
             flatten(&data, &mut flat);
             assert_eq!(back, Value::from(flat), "{dtype}");
             let raw = data_to_binary(&t.data);
-            assert_eq!(binary_to_data("x", t.dtype(), &raw, 2).unwrap(), t.data, "{dtype} binary");
+            assert_eq!(binary_to_data("x", t.dtype(), &raw[..], 2).unwrap(), t.data, "{dtype} binary");
         }
     }
 
@@ -380,7 +409,7 @@ mod tests {
         body.extend_from_slice(&(-2i32).to_le_bytes());
         body.extend_from_slice(&3u32.to_le_bytes());
         body.extend_from_slice(b"xyz");
-        let req = decode_request(&body, Some(header.len())).unwrap();
+        let req = decode_request(&body[..], Some(header.len())).unwrap();
         assert_eq!(req.inputs[0].data, TensorData::Int32(vec![1, -2]));
         assert_eq!(req.inputs[1].data, TensorData::Bytes(vec![b"xyz".to_vec()]));
         assert_eq!(req.binary_outputs, ["a"]);
@@ -393,6 +422,34 @@ mod tests {
         assert!(json["outputs"][0].get("data").is_none());
         assert_eq!(json["outputs"][1]["data"], json!(["xyz"]));
         assert_eq!(&out[len..], &[1, 0, 0, 0, 254, 255, 255, 255]);
+    }
+
+    /// A body arrives in chunks of any size; elements split across chunks decode the same.
+    #[test]
+    fn binary_tensors_split_across_chunks_decode_whole() {
+        let floats: Vec<f32> = (0..50).map(|i| i as f32 * 0.5 - 3.25).collect();
+        let header = json!({ "inputs": [
+            { "name": "x", "shape": [5, 10], "datatype": "FP32", "parameters": { "binary_data_size": 200 } },
+            { "name": "y", "shape": [3], "datatype": "INT64", "parameters": { "binary_data_size": 24 } },
+        ] })
+        .to_string();
+        let mut body = header.clone().into_bytes();
+        floats.iter().for_each(|f| body.extend_from_slice(&f.to_le_bytes()));
+        [7i64, -1, i64::MAX].iter().for_each(|v| body.extend_from_slice(&v.to_le_bytes()));
+        for cuts in
+            [[1, 2, 3], [header.len() + 1, header.len() + 7, header.len() + 201], [5, header.len() + 3, body.len() - 5]]
+        {
+            let (a, rest) = body.split_at(cuts[0]);
+            let (b, rest) = rest.split_at(cuts[1] - cuts[0]);
+            let (c, d) = rest.split_at(cuts[2] - cuts[1]);
+            let chunks = Bytes::copy_from_slice(a)
+                .chain(Bytes::copy_from_slice(b))
+                .chain(Bytes::copy_from_slice(c))
+                .chain(Bytes::copy_from_slice(d));
+            let req = decode_request(chunks, Some(header.len())).unwrap();
+            assert_eq!(req.inputs[0].data, TensorData::Fp32(floats.clone()), "cuts {cuts:?}");
+            assert_eq!(req.inputs[1].data, TensorData::Int64(vec![7, -1, i64::MAX]), "cuts {cuts:?}");
+        }
     }
 
     #[test]
@@ -412,7 +469,7 @@ mod tests {
         let header = json!({ "inputs": [{ "name": "x", "shape": [2], "datatype": "FP32", "parameters": { "binary_data_size": 8 } }] }).to_string();
         let mut body = header.clone().into_bytes();
         body.extend_from_slice(&[0; 4]);
-        assert!(decode_request(&body, Some(header.len())).is_err(), "too little binary data");
-        assert!(decode_request(&body, Some(body.len() + 1)).is_err(), "header longer than the body");
+        assert!(decode_request(&body[..], Some(header.len())).is_err(), "too little binary data");
+        assert!(decode_request(&body[..], Some(body.len() + 1)).is_err(), "header longer than the body");
     }
 }

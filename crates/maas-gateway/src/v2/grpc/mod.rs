@@ -75,7 +75,12 @@ pub async fn serve_grpc(
         }
         conn
     });
+    // Flow-control windows as large as a request may be (HTTP/2's default is 64 KiB, hyper's
+    // 1 MiB): a multi-megabyte tensor then arrives without waiting for window updates.
+    let window = u32::try_from(limit).unwrap_or(u32::MAX).clamp(1 << 20, 1 << 30);
     tonic::transport::Server::builder()
+        .initial_stream_window_size(window)
+        .initial_connection_window_size(window)
         .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown)

@@ -3,6 +3,7 @@
 //! [`codec::binary_to_data`]) or as typed `InferTensorContents` (FP16 only raw, as the
 //! protocol says); outputs always go out as `raw_output_contents`, which Triton's client reads.
 
+use bytes::Bytes;
 use maas_runtime::tensor::element_count;
 use maas_runtime::{DataType, Tensor, TensorData};
 
@@ -50,7 +51,7 @@ fn typed(name: &str, dtype: DataType, c: InferTensorContents) -> Result<(TensorD
 
 /// The request's input tensors, from `raw` (when given: one entry per input, in order) or
 /// from each input's typed `contents`.
-pub fn decode_inputs(inputs: Vec<InferInputTensor>, raw: Vec<Vec<u8>>) -> Result<Vec<Tensor>, CodecError> {
+pub fn decode_inputs(inputs: Vec<InferInputTensor>, raw: Vec<Bytes>) -> Result<Vec<Tensor>, CodecError> {
     if !raw.is_empty() && raw.len() != inputs.len() {
         return Err(err(format!("{} raw_input_contents for {} inputs", raw.len(), inputs.len())));
     }
@@ -66,7 +67,7 @@ pub fn decode_inputs(inputs: Vec<InferInputTensor>, raw: Vec<Vec<u8>>) -> Result
             (Some(_), Some(_)) => {
                 return Err(err(format!("input '{name}': contents must not be set with raw_input_contents")));
             }
-            (Some(bytes), None) => (codec::binary_to_data(&name, dtype, &bytes, elements)?, "raw_input_contents"),
+            (Some(bytes), None) => (codec::binary_to_data(&name, dtype, &bytes[..], elements)?, "raw_input_contents"),
             (None, Some(contents)) => typed(&name, dtype, contents)?,
             (None, None) => return Err(err(format!("input '{name}' has neither contents nor raw_input_contents"))),
         };
@@ -85,7 +86,7 @@ pub fn decode_inputs(inputs: Vec<InferInputTensor>, raw: Vec<Vec<u8>>) -> Result
 /// The response's output tensors and their raw contents, in the same order.
 pub fn encode_outputs(outputs: Vec<Tensor>, response: &mut ModelInferResponse) {
     for t in outputs {
-        response.raw_output_contents.push(codec::data_to_binary(&t.data));
+        response.raw_output_contents.push(Bytes::from(codec::data_to_binary(&t.data)));
         response.outputs.push(InferOutputTensor {
             name: t.name,
             datatype: t.data.dtype().as_str().to_owned(),
@@ -113,6 +114,7 @@ mod tests {
         let mut s = 3u32.to_le_bytes().to_vec();
         s.extend_from_slice(b"xyz");
         let inputs = vec![input("a", "INT32", vec![1, 2], None), input("s", "BYTES", vec![1], None)];
+        let (a, s) = (Bytes::from(a), Bytes::from(s));
         let tensors = decode_inputs(inputs, vec![a.clone(), s.clone()]).unwrap();
         assert_eq!(tensors[0].data, TensorData::Int32(vec![1, -2]));
         assert_eq!(tensors[1].data, TensorData::Bytes(vec![b"xyz".to_vec()]));
@@ -159,7 +161,7 @@ mod tests {
     fn malformed_inputs_are_errors() {
         let ints = |v: Vec<i32>| Some(InferTensorContents { int_contents: v, ..Default::default() });
         let floats = Some(InferTensorContents { fp32_contents: vec![1.0, 2.0], ..Default::default() });
-        type Case = (Vec<InferInputTensor>, Vec<Vec<u8>>, &'static str);
+        type Case = (Vec<InferInputTensor>, Vec<Bytes>, &'static str);
         let bad: Vec<Case> = vec![
             (vec![input("x", "INT8", vec![1], ints(vec![300]))], vec![], "not a valid INT8"),
             (vec![input("x", "INT32", vec![2], floats.clone())], vec![], "int_contents has 0"),
@@ -167,11 +169,11 @@ mod tests {
             (vec![input("x", "FP16", vec![1], floats)], vec![], "raw_input_contents"),
             (vec![input("x", "FP33", vec![1], ints(vec![1]))], vec![], "unknown datatype"),
             (vec![input("x", "INT32", vec![1], None)], vec![], "neither"),
-            (vec![input("x", "INT32", vec![1], None)], vec![vec![0; 3]], "binary data"),
-            (vec![input("x", "INT32", vec![1], ints(vec![1]))], vec![vec![0; 4]], "must not be set"),
+            (vec![input("x", "INT32", vec![1], None)], vec![Bytes::from(vec![0; 3])], "binary data"),
+            (vec![input("x", "INT32", vec![1], ints(vec![1]))], vec![Bytes::from(vec![0; 4])], "must not be set"),
             (
                 vec![input("x", "INT32", vec![1], None), input("y", "INT32", vec![1], None)],
-                vec![vec![0; 4]],
+                vec![Bytes::from(vec![0; 4])],
                 "2 inputs",
             ),
             (vec![input("x", "INT32", vec![-1], ints(vec![1]))], vec![], "invalid shape"),
