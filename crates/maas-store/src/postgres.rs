@@ -30,6 +30,9 @@ fn push_text_match(qb: &mut sqlx::QueryBuilder<sqlx::Postgres>, q: &str) {
     qb.push("m.search @@ plainto_tsquery('simple', ").push_bind(q.replace('-', " ")).push(")");
 }
 
+/// Every batch of usage records is one statement (below).
+const USAGE_ROWS_PER_STATEMENT: usize = usize::MAX;
+
 /// Usage records as one INSERT of column arrays (`UNNEST`): one statement text whatever the
 /// batch size, so it is prepared once and PostgreSQL does not plan thousands of parameters.
 async fn insert_usage_rows(

@@ -54,6 +54,12 @@ macro_rules! sql_usage {
         #[async_trait::async_trait]
         impl crate::UsageLedger for $Store {
             async fn insert_usage(&self, records: &[UsageRecord], published: bool) -> Result<u64> {
+                if records.len() <= USAGE_ROWS_PER_STATEMENT {
+                    // One statement is atomic by itself: no BEGIN and COMMIT round trips, so a
+                    // lone caller waits for one statement and the log flush, nothing more.
+                    let mut conn = self.pool.acquire().await?;
+                    return insert_usage_rows(&mut conn, records, published).await;
+                }
                 let mut tx = self.pool.begin().await?;
                 // How many rows go in one statement differs per backend (`insert_usage_rows`).
                 let inserted = insert_usage_rows(&mut tx, records, published).await?;

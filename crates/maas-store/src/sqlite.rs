@@ -44,15 +44,17 @@ fn push_text_match(qb: &mut sqlx::QueryBuilder<sqlx::Sqlite>, q: &str) {
     qb.push("m.id IN (SELECT model_id FROM models_fts WHERE models_fts MATCH ").push_bind(terms.join(" ")).push(")");
 }
 
-/// Usage records as multi-row INSERTs of at most 500 rows (27 binds each, under SQLite's limit
-/// of 32766 variables).
+/// Most usage records in one INSERT (27 binds each, under SQLite's limit of 32766 variables).
+const USAGE_ROWS_PER_STATEMENT: usize = 500;
+
+/// Usage records as multi-row INSERTs of at most [`USAGE_ROWS_PER_STATEMENT`] rows.
 async fn insert_usage_rows(
     conn: &mut sqlx::SqliteConnection,
     records: &[maas_core::usage::UsageRecord],
     published: bool,
 ) -> Result<u64> {
     let mut inserted = 0;
-    for chunk in records.chunks(500) {
+    for chunk in records.chunks(USAGE_ROWS_PER_STATEMENT) {
         let mut qb =
             sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!("INSERT INTO usage_records ({USAGE_COLS}, published) "));
         qb.push_values(chunk, |mut b, r| {
