@@ -5,7 +5,8 @@
 //! creator's role in the key's tenant) and is trusted for `auth.key_cache_ms`. Every change
 //! made through this process that could alter the answer (revoking a key, changing its limits,
 //! changing or removing a member) clears the cache, so on the instance that made the change it
-//! applies to the very next request; other instances see it once their entries age out.
+//! applies to the very next request; other instances hear of it through
+//! [`crate::key_events`] when they share Redis, and at the latest when their entries age out.
 //! Expiry is checked on every request against the cached key's own `expires_at`.
 
 use std::collections::HashMap;
@@ -77,12 +78,12 @@ impl KeyCache {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use maas_core::ids::{ApiKeyId, TenantId, UserId};
     use maas_core::keys::{RateLimits, Scope};
 
-    fn verified() -> VerifiedKey {
+    pub(crate) fn verified() -> VerifiedKey {
         let now = maas_core::now();
         let user_id = UserId::new();
         VerifiedKey {

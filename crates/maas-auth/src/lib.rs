@@ -5,7 +5,8 @@
 //! - [`session`]: server-side sessions behind [`SessionStore`] (in-memory and Redis).
 //! - [`counter`]: expiring counters behind [`Counter`] (in-memory and Redis), used by
 //!   [`throttle`] to slow down password guessing.
-//! - [`key_cache`]: verified API keys remembered for a moment, so inference calls skip the store.
+//! - [`key_cache`]: verified API keys remembered for a moment, so inference calls skip the store;
+//!   [`key_events`] tells the other instances (Redis pub/sub) to forget theirs after a change.
 //! - [`principal`]: the authenticated caller and the tenant-access check that hands out a
 //!   tenant-scoped store handle.
 //! - [`service`]: the operations the management API exposes (accounts, tenants, members,
@@ -14,6 +15,7 @@
 pub mod counter;
 pub mod error;
 pub mod key_cache;
+pub mod key_events;
 pub mod password;
 pub mod principal;
 pub mod service;

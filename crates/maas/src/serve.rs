@@ -26,23 +26,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let store = maas_store::open(&config.store_url()).await.context("cannot open the metadata store")?;
     tracing::info!(backend = store.backend(), "metadata store ready (migrations applied)");
 
-    let (sessions, counter, limiter): (Arc<dyn SessionStore>, Arc<dyn Counter>, Arc<dyn Limiter>) =
-        match &config.redis_url {
-            Some(url) => {
-                let client = redis::Client::open(url.expose().as_str()).context("invalid redis_url")?;
-                let conn = redis::aio::ConnectionManager::new(client).await.context("cannot connect to Redis")?;
-                tracing::info!(prefix = %config.redis_prefix, "sessions, counters and rate limits in Redis");
-                (
-                    Arc::new(RedisSessions::new(conn.clone(), config.redis_prefix.clone())),
-                    Arc::new(RedisCounter::new(conn.clone(), config.redis_prefix.clone())),
-                    Arc::new(RedisLimiter::new(conn, config.redis_prefix.clone())),
-                )
-            }
-            None => {
-                tracing::info!("sessions, counters and rate limits in process");
-                (Arc::new(MemorySessions::new()), Arc::new(MemoryCounter::new()), Arc::new(MemoryLimiter::new()))
-            }
-        };
+    let redis = match &config.redis_url {
+        Some(url) => {
+            let client = redis::Client::open(url.expose().as_str()).context("invalid redis_url")?;
+            let conn = redis::aio::ConnectionManager::new(client.clone()).await.context("cannot connect to Redis")?;
+            tracing::info!(prefix = %config.redis_prefix, "sessions, counters, rate limits and key changes in Redis");
+            Some((client, conn))
+        }
+        None => {
+            tracing::info!("sessions, counters and rate limits in process");
+            None
+        }
+    };
+    let (sessions, counter, limiter): (Arc<dyn SessionStore>, Arc<dyn Counter>, Arc<dyn Limiter>) = match &redis {
+        Some((_, conn)) => (
+            Arc::new(RedisSessions::new(conn.clone(), config.redis_prefix.clone())),
+            Arc::new(RedisCounter::new(conn.clone(), config.redis_prefix.clone())),
+            Arc::new(RedisLimiter::new(conn.clone(), config.redis_prefix.clone())),
+        ),
+        None => (Arc::new(MemorySessions::new()), Arc::new(MemoryCounter::new()), Arc::new(MemoryLimiter::new())),
+    };
     let events: Option<Arc<dyn Events>> = match &config.nats_url {
         Some(url) => {
             let nats =
@@ -66,7 +69,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(backend = artifacts.backend(), "artifact store ready");
     let staging = Staging::new(config.data_dir.join("staging"))?;
 
-    let identity = IdentityService::new(store.clone(), sessions, counter, config.auth.clone());
+    let mut identity = IdentityService::new(store.clone(), sessions, counter, config.auth.clone());
+    if let Some((client, conn)) = redis {
+        identity = identity.share_key_changes(client, conn, &config.redis_prefix);
+    }
     let registry = Registry::new(store.clone(), artifacts.clone(), staging, config.registry.clone());
     let controller = Controller::new(
         store,

@@ -5,7 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use maas_testkit::{
-    Server, ServerOptions, browser, call, client, code, cookie_pair, login_set_cookie, password_of, register, user,
+    Server, ServerOptions, browser, call, client, code, cookie_pair, fresh_postgres_db, login_set_cookie, password_of,
+    redis_prefix, redis_url, register, user,
 };
 use reqwest::{RequestBuilder, StatusCode};
 use serde_json::{Value, json};
@@ -579,4 +580,44 @@ async fn openapi_document_lists_exactly_the_served_routes() {
             );
         }
     }
+}
+
+/// Two instances sharing PostgreSQL and Redis, each trusting a verified key for ten minutes:
+/// a key revoked on one stops working on the other at once (Redis pub/sub clears its cache),
+/// not when its cache entry ages out.
+#[tokio::test]
+async fn a_key_revoked_on_one_instance_stops_on_the_others() {
+    let db = fresh_postgres_db().await.unwrap();
+    let prefix = redis_prefix();
+    let options = || {
+        ServerOptions::default()
+            .env("MAAS_DATABASE_URL", &db)
+            .env("MAAS_REDIS_URL", redis_url())
+            .env("MAAS_REDIS_PREFIX", &prefix)
+            .env("MAAS_AUTH__KEY_CACHE_MS", "600000")
+    };
+    let a = start(options());
+    let b = start(options());
+    let alice = user(&a, "alice").await.unwrap();
+    let (id, secret) = key(&a, &alice, "alice", &["read"]).await;
+    let me = |s: &Server| client().get(s.at("/api/v1/me")).bearer_auth(&secret);
+    for s in [&a, &b] {
+        let (status, body) = call(me(s)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+
+    let (status, _) = call(alice.delete(a.at(&format!("/api/v1/tenants/alice/keys/{id}")))).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = call(me(&a)).await;
+    assert_eq!((status, code(&body)), (StatusCode::UNAUTHORIZED, "api_key_revoked"), "the revoking instance");
+    // Pub/sub delivery takes a moment; the cache entry alone would last ten minutes.
+    let mut last = (StatusCode::OK, Value::Null);
+    for _ in 0..100 {
+        last = call(me(&b)).await;
+        if last.0 == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!((last.0, code(&last.1)), (StatusCode::UNAUTHORIZED, "api_key_revoked"), "the other instance");
 }

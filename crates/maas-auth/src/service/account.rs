@@ -140,9 +140,13 @@ impl IdentityService {
         Ok(Caller { principal: Principal::ApiKey { user, key, role }, client_ip })
     }
 
-    /// Forgets every verified key, after a change that may alter what verifying one finds.
-    pub(crate) fn forget_keys(&self) {
+    /// Forgets every verified key, here and (with Redis) on every other instance, after a
+    /// change that may alter what verifying one finds.
+    pub(crate) async fn forget_keys(&self) {
         self.keys.clear();
+        if let Some(events) = &self.key_events {
+            events.publish().await;
+        }
     }
 
     /// The pre-login call: the session's user, with a new session id (the old one deleted)

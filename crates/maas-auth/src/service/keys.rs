@@ -88,7 +88,7 @@ impl IdentityService {
         access.require_role(Role::Admin)?;
         limits.validate().map_err(|e| AuthError::InvalidRequest(format!("limits: {e}")))?;
         let key = access.store().set_api_key_limits(id, limits).await?;
-        self.forget_keys();
+        self.forget_keys().await;
         self.record(caller, access.store(), "key.limits.set", &id.to_string(), serde_json::json!({ "limits": limits }))
             .await?;
         Ok(key)
@@ -103,7 +103,7 @@ impl IdentityService {
             access.require_role(Role::Admin)?;
         }
         let key = access.store().revoke_api_key(id, maas_core::now()).await?;
-        self.forget_keys();
+        self.forget_keys().await;
         self.record(caller, access.store(), "key.revoke", &id.to_string(), serde_json::json!({ "name": key.name }))
             .await?;
         Ok(key)

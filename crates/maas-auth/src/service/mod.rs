@@ -12,11 +12,13 @@ use std::time::Duration;
 use maas_core::identity::Role;
 use maas_core::keys::Scope;
 use maas_store::{Store, StoreError};
+use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 
 use crate::AuthError;
 use crate::counter::Counter;
 use crate::key_cache::KeyCache;
+use crate::key_events::RedisKeyEvents;
 use crate::principal::{Caller, TenantAccess};
 use crate::session::SessionStore;
 use crate::throttle::ThrottleConfig;
@@ -57,6 +59,8 @@ pub struct IdentityService {
     sessions: Arc<dyn SessionStore>,
     counter: Arc<dyn Counter>,
     keys: Arc<KeyCache>,
+    /// Set when instances share Redis: tells the others to forget their verified keys.
+    key_events: Option<RedisKeyEvents>,
     config: AuthConfig,
 }
 
@@ -68,7 +72,14 @@ impl IdentityService {
         config: AuthConfig,
     ) -> Self {
         let keys = Arc::new(KeyCache::new(Duration::from_millis(config.key_cache_ms)));
-        Self { store, sessions, counter, keys, config }
+        Self { store, sessions, counter, keys, key_events: None, config }
+    }
+
+    /// Shares key changes with the other instances through Redis (`client` for the
+    /// subscription, `conn` for publishing, keys under `prefix`).
+    pub fn share_key_changes(mut self, client: redis::Client, conn: ConnectionManager, prefix: &str) -> Self {
+        self.key_events = Some(RedisKeyEvents::start(client, conn, prefix, self.keys.clone()));
+        self
     }
 
     pub fn config(&self) -> &AuthConfig {

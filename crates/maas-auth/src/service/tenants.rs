@@ -71,7 +71,7 @@ impl IdentityService {
             return Err(AuthError::LastOwner);
         }
         let member = access.store().set_member(user.id, role).await?;
-        self.forget_keys();
+        self.forget_keys().await;
         let details = serde_json::json!({ "role": role, "previous_role": current });
         self.record(caller, access.store(), "member.set", username, details).await?;
         Ok((member, current.is_none()))
@@ -88,7 +88,7 @@ impl IdentityService {
             return Err(AuthError::LastOwner);
         }
         access.store().remove_member(user.id).await?;
-        self.forget_keys();
+        self.forget_keys().await;
         let details = serde_json::json!({ "role": member.role });
         self.record(caller, access.store(), "member.remove", username, details).await?;
         Ok(())
