@@ -60,6 +60,21 @@ impl ApiError {
         Self { code, message: message.into(), retry_after_secs: None, param: None }
     }
 
+    /// An external engine's refusal: its own 4xx message (the caller's request was at fault,
+    /// 400), or 502 for its failures.
+    pub async fn from_upstream(upstream: &maas_controller::Upstream, response: reqwest::Response) -> Self {
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| {
+                v.pointer("/error/message").or_else(|| v.get("error")).and_then(|m| m.as_str()).map(str::to_owned)
+            })
+            .unwrap_or(text);
+        let code = if status.is_client_error() { ErrorCode::InvalidRequest } else { ErrorCode::UpstreamError };
+        Self::new(code, format!("the engine at {} answered {status}: {message}", upstream.url("")))
+    }
+
     /// Names the request field at fault.
     pub fn with_param(mut self, param: impl Into<String>) -> Self {
         self.param = Some(param.into());

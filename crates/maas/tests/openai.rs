@@ -57,10 +57,16 @@ fn python() -> String {
 
 /// Runs `script` with the SDK pointed at `s`; returns the JSON it prints.
 fn run_python(script: &str, s: &Server, key: &str) -> Value {
+    run_python_env(script, s, key, &[])
+}
+
+/// [`run_python`] with more environment variables.
+fn run_python_env(script: &str, s: &Server, key: &str, env: &[(&str, &str)]) -> Value {
     let output = std::process::Command::new(python())
         .args(["-c", script])
         .env("OPENAI_BASE_URL", format!("{}/v1", s.url))
         .env("OPENAI_API_KEY", key)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     assert!(output.status.success(), "{}\nserver log:\n{}", String::from_utf8_lossy(&output.stderr), s.log_text());
@@ -319,8 +325,8 @@ async fn concurrent_streams_and_a_client_that_leaves() {
 }
 
 /// External deployments: a second instance is the upstream engine; the platform forwards
-/// OpenAI calls (whole and streamed) and v2 inference with the upstream's key, under its own
-/// names and keys, and never shows the upstream key.
+/// OpenAI calls (whole and streamed) and v2 inference (REST and gRPC) with the upstream's key,
+/// under its own names and keys, and never shows the upstream key.
 #[tokio::test]
 async fn external_deployments_forward_to_another_engine() {
     let upstream = start();
@@ -386,6 +392,49 @@ print(json.dumps({"text": r.choices[0].message.content, "model": r.model, "usage
     assert_eq!(sums, (1..=16).collect::<Vec<i64>>());
     let (status, meta) = call(client().get(s.at("/v2/models/alice/tensors")).bearer_auth(&key)).await;
     assert_eq!((status, &meta["inputs"][0]["name"]), (StatusCode::OK, &json!("INPUT0")), "{meta}");
+
+    // The same engine over gRPC: tritonclient's tensors go upstream as binary REST tensors.
+    let out = run_python_env(
+        r#"
+import json, os
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+g = grpcclient.InferenceServerClient(os.environ["V2_GRPC"])
+hdr = {"authorization": "Bearer " + os.environ["OPENAI_API_KEY"]}
+a = np.arange(32, dtype=np.int32).reshape(2, 16)
+b = np.full((2, 16), 3, dtype=np.int32)
+def inputs(x, dtype="INT32"):
+    i0, i1 = grpcclient.InferInput("INPUT0", list(x.shape), dtype), grpcclient.InferInput("INPUT1", list(b.shape), "INT32")
+    i0.set_data_from_numpy(x); i1.set_data_from_numpy(b)
+    return [i0, i1]
+m = g.get_model_metadata("alice/tensors", headers=hdr)
+r = g.infer("alice/tensors", inputs(a), headers=hdr, request_id="ext-1")
+only = g.infer("alice/tensors", inputs(a), outputs=[grpcclient.InferRequestedOutput("OUTPUT1")], headers=hdr)
+try:
+    g.infer("alice/tensors", inputs(a.astype(np.float32), "FP32"), headers=hdr)
+    refused = None
+except InferenceServerException as e:
+    refused = e.status()
+print(json.dumps({
+    "ready": g.is_model_ready("alice/tensors", headers=hdr),
+    "meta": {"name": m.name, "inputs": [i.name for i in m.inputs], "outputs": [o.name for o in m.outputs]},
+    "sum": np.array_equal(r.as_numpy("OUTPUT0"), a + b), "diff": np.array_equal(r.as_numpy("OUTPUT1"), a - b),
+    "id": r.get_response().id, "only": [o.name for o in only.get_response().outputs],
+    "only_ok": np.array_equal(only.as_numpy("OUTPUT1"), a - b), "refused": refused}))
+"#,
+        &s,
+        &key,
+        &[("V2_GRPC", s.grpc_addr.as_str())],
+    );
+    assert_eq!(out["ready"], true, "{out}");
+    assert_eq!(
+        out["meta"],
+        json!({ "name": "alice/tensors", "inputs": ["INPUT0", "INPUT1"], "outputs": ["OUTPUT0", "OUTPUT1"] })
+    );
+    assert_eq!((&out["sum"], &out["diff"], &out["id"]), (&json!(true), &json!(true), &json!("ext-1")), "{out}");
+    assert_eq!((&out["only"], &out["only_ok"]), (&json!(["OUTPUT1"]), &json!(true)), "{out}");
+    assert_eq!(out["refused"], "StatusCode.INVALID_ARGUMENT", "the engine's refusal keeps its meaning: {out}");
 
     // Calls through the wrong API are refused with a code.
     let (status, body) = call(

@@ -111,21 +111,9 @@ async fn send(
     let response =
         upstream.send(upstream.request(reqwest::Method::POST, path).json(&body)).await.map_err(ApiError::from)?;
     if !response.status().is_success() {
-        return Err(upstream_error(upstream, response).await);
+        return Err(ApiError::from_upstream(upstream, response).await);
     }
     Ok(response)
-}
-
-/// The engine's error: its own 4xx message (the caller's request was refused), or 502.
-async fn upstream_error(upstream: &Upstream, response: reqwest::Response) -> ApiError {
-    let status = response.status();
-    let text = response.text().await.unwrap_or_default();
-    let message = serde_json::from_str::<Value>(&text)
-        .ok()
-        .and_then(|v| v.pointer("/error/message").or_else(|| v.get("error")).and_then(Value::as_str).map(str::to_owned))
-        .unwrap_or(text);
-    let code = if status.is_client_error() { ErrorCode::InvalidRequest } else { ErrorCode::UpstreamError };
-    ApiError::new(code, format!("the engine at {} answered {status}: {message}", upstream.url("")))
 }
 
 /// Relays the engine's server-sent events, renaming the model and counting tokens.

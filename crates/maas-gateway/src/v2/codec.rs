@@ -17,8 +17,10 @@ fn err(msg: impl Into<String>) -> CodecError {
     CodecError(msg.into())
 }
 
+/// A tensor as the JSON part of a message carries it: request inputs and response outputs
+/// alike (`data`, or `binary_data_size` bytes after the JSON).
 #[derive(Debug, Deserialize)]
-pub struct RequestInput {
+pub struct WireTensor {
     pub name: String,
     pub shape: Vec<i64>,
     pub datatype: String,
@@ -39,7 +41,7 @@ pub struct InferRequestBody {
     pub id: Option<String>,
     #[serde(default)]
     pub parameters: Map<String, Value>,
-    pub inputs: Vec<RequestInput>,
+    pub inputs: Vec<WireTensor>,
     #[serde(default)]
     pub outputs: Vec<RequestOutput>,
 }
@@ -58,7 +60,7 @@ pub struct DecodedRequest {
 }
 
 #[derive(Debug, Serialize)]
-pub struct ResponseOutput {
+pub struct EncodedTensor {
     pub name: String,
     pub datatype: &'static str,
     pub shape: Vec<i64>,
@@ -74,7 +76,7 @@ pub struct InferResponseBody {
     pub model_version: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    pub outputs: Vec<ResponseOutput>,
+    pub outputs: Vec<EncodedTensor>,
 }
 
 fn flatten(value: &Value, out: &mut Vec<Value>) {
@@ -257,46 +259,91 @@ fn flag(params: &Map<String, Value>, key: &str) -> bool {
     params.get(key).and_then(Value::as_bool).unwrap_or(false)
 }
 
+/// The JSON part of a message: the first `header_len` bytes (binary extension) or all of it.
+fn split_json(body: &mut impl Buf, header_len: Option<usize>) -> Result<Bytes, CodecError> {
+    match header_len {
+        Some(n) if n > body.remaining() => {
+            Err(err(format!("Inference-Header-Content-Length is {n} but the body has {} bytes", body.remaining())))
+        }
+        Some(n) => Ok(body.copy_to_bytes(n)),
+        None => Ok(body.copy_to_bytes(body.remaining())),
+    }
+}
+
+/// The tensors a message describes, their data from JSON or from `binary` in order; `what`
+/// ("input" or "output") names them in errors.
+fn decode_tensors(entries: &[WireTensor], mut binary: impl Buf, what: &str) -> Result<Vec<Tensor>, CodecError> {
+    let mut tensors = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let name = &entry.name;
+        let dtype = DataType::parse(&entry.datatype)
+            .ok_or_else(|| err(format!("{what} '{name}': unknown datatype '{}'", entry.datatype)))?;
+        let elements = element_count(&entry.shape)
+            .ok_or_else(|| err(format!("{what} '{name}': invalid shape {:?}", entry.shape)))?;
+        let data = match (entry.parameters.get("binary_data_size").and_then(Value::as_u64), &entry.data) {
+            (Some(size), _) => {
+                let size = usize::try_from(size).map_err(|_| err("binary_data_size too large"))?;
+                if size > binary.remaining() {
+                    return Err(err(format!("{what} '{name}': binary_data_size {size} runs past the body")));
+                }
+                binary_to_data(name, dtype, (&mut binary).take(size), elements)?
+            }
+            (None, Some(data)) => json_to_data(name, dtype, data)?,
+            (None, None) => return Err(err(format!("{what} '{name}' has neither data nor binary_data_size"))),
+        };
+        tensors.push(Tensor::new(name.clone(), entry.shape.clone(), data).map_err(|e| err(e.to_string()))?);
+    }
+    if binary.has_remaining() {
+        return Err(err(format!("{} bytes of binary data are not claimed by any {what}", binary.remaining())));
+    }
+    Ok(tensors)
+}
+
+/// Tensors as JSON entries; those `as_binary` picks go into `binary` with their
+/// `binary_data_size`, the others carry JSON `data`.
+fn encode_tensors(tensors: Vec<Tensor>, as_binary: impl Fn(&str) -> bool, binary: &mut BytesMut) -> Vec<EncodedTensor> {
+    let mut encoded = Vec::with_capacity(tensors.len());
+    for t in tensors {
+        let mut parameters = Map::new();
+        let data = if as_binary(&t.name) {
+            let raw = data_to_binary(&t.data);
+            parameters.insert("binary_data_size".into(), Value::from(raw.len()));
+            binary.extend_from_slice(&raw);
+            None
+        } else {
+            Some(data_to_json(&t.data))
+        };
+        encoded.push(EncodedTensor {
+            name: t.name,
+            datatype: t.data.dtype().as_str(),
+            shape: t.shape,
+            parameters,
+            data,
+        });
+    }
+    encoded
+}
+
+/// The JSON header and the binary tensors after it; the header length when there are any.
+fn join(json: Vec<u8>, binary: BytesMut) -> (Bytes, Option<usize>) {
+    if binary.is_empty() {
+        return (Bytes::from(json), None);
+    }
+    let header_len = json.len();
+    let mut all = BytesMut::with_capacity(json.len() + binary.len());
+    all.extend_from_slice(&json);
+    all.extend_from_slice(&binary);
+    (all.freeze(), Some(header_len))
+}
+
 /// Decodes a request body (any `Buf`: the chunks a request arrived in are read without
 /// being joined first). `header_len` is `Inference-Header-Content-Length` (binary
 /// extension): the JSON is the first `header_len` bytes and binary tensors follow.
 pub fn decode_request(mut body: impl Buf, header_len: Option<usize>) -> Result<DecodedRequest, CodecError> {
-    let json = match header_len {
-        Some(n) if n > body.remaining() => {
-            return Err(err(format!(
-                "Inference-Header-Content-Length is {n} but the body has {} bytes",
-                body.remaining()
-            )));
-        }
-        Some(n) => body.copy_to_bytes(n),
-        None => body.copy_to_bytes(body.remaining()),
-    };
-    let mut binary = body;
+    let json = split_json(&mut body, header_len)?;
     let req: InferRequestBody =
         serde_json::from_slice(&json).map_err(|e| err(format!("the request is not valid v2 JSON: {e}")))?;
-    let mut inputs = Vec::with_capacity(req.inputs.len());
-    for input in &req.inputs {
-        let dtype = DataType::parse(&input.datatype)
-            .ok_or_else(|| err(format!("input '{}': unknown datatype '{}'", input.name, input.datatype)))?;
-        let elements = element_count(&input.shape)
-            .ok_or_else(|| err(format!("input '{}': invalid shape {:?}", input.name, input.shape)))?;
-        let data = match (input.parameters.get("binary_data_size").and_then(Value::as_u64), &input.data) {
-            (Some(size), _) => {
-                let size = usize::try_from(size).map_err(|_| err("binary_data_size too large"))?;
-                if size > binary.remaining() {
-                    return Err(err(format!("input '{}': binary_data_size {size} runs past the body", input.name)));
-                }
-                binary_to_data(&input.name, dtype, (&mut binary).take(size), elements)?
-            }
-            (None, Some(data)) => json_to_data(&input.name, dtype, data)?,
-            (None, None) => return Err(err(format!("input '{}' has neither data nor binary_data_size", input.name))),
-        };
-        let tensor = Tensor::new(input.name.clone(), input.shape.clone(), data).map_err(|e| err(e.to_string()))?;
-        inputs.push(tensor);
-    }
-    if binary.has_remaining() {
-        return Err(err(format!("{} bytes of binary data are not claimed by any input", binary.remaining())));
-    }
+    let inputs = decode_tensors(&req.inputs, body, "input")?;
     Ok(DecodedRequest {
         id: req.id,
         outputs: req.outputs.iter().map(|o| o.name.clone()).collect(),
@@ -320,26 +367,11 @@ pub fn encode_response(
     outputs: Vec<Tensor>,
 ) -> Result<(Bytes, Option<usize>), CodecError> {
     let mut binary = BytesMut::new();
-    let mut encoded = Vec::with_capacity(outputs.len());
-    for t in outputs {
-        let as_binary = request.all_binary || request.binary_outputs.contains(&t.name);
-        let mut parameters = Map::new();
-        let data = if as_binary {
-            let raw = data_to_binary(&t.data);
-            parameters.insert("binary_data_size".into(), Value::from(raw.len()));
-            binary.extend_from_slice(&raw);
-            None
-        } else {
-            Some(data_to_json(&t.data))
-        };
-        encoded.push(ResponseOutput {
-            name: t.name,
-            datatype: t.data.dtype().as_str(),
-            shape: t.shape,
-            parameters,
-            data,
-        });
-    }
+    let encoded = encode_tensors(
+        outputs,
+        |name| request.all_binary || request.binary_outputs.iter().any(|b| b == name),
+        &mut binary,
+    );
     let body = InferResponseBody {
         model_name: model_name.to_owned(),
         model_version: model_version.to_owned(),
@@ -347,14 +379,44 @@ pub fn encode_response(
         outputs: encoded,
     };
     let json = serde_json::to_vec(&body).map_err(|e| err(e.to_string()))?;
-    if binary.is_empty() {
-        return Ok((Bytes::from(json), None));
+    Ok(join(json, binary))
+}
+
+/// Encodes a request to another v2 server with every input as binary data and every output
+/// asked for as binary data (`outputs` empty: all of them). Returns the body and the value of
+/// `Inference-Header-Content-Length`.
+pub fn encode_request(id: Option<&str>, inputs: Vec<Tensor>, outputs: &[String]) -> Result<(Bytes, usize), CodecError> {
+    let mut binary = BytesMut::new();
+    let inputs = encode_tensors(inputs, |_| true, &mut binary);
+    let mut header = serde_json::json!({ "inputs": inputs });
+    if let Some(id) = id {
+        header["id"] = Value::from(id);
     }
+    if outputs.is_empty() {
+        header["parameters"] = serde_json::json!({ "binary_data_output": true });
+    } else {
+        header["outputs"] = outputs
+            .iter()
+            .map(|name| serde_json::json!({ "name": name, "parameters": { "binary_data": true } }))
+            .collect();
+    }
+    let json = serde_json::to_vec(&header).map_err(|e| err(e.to_string()))?;
     let header_len = json.len();
-    let mut all = BytesMut::with_capacity(json.len() + binary.len());
-    all.extend_from_slice(&json);
-    all.extend_from_slice(&binary);
-    Ok((all.freeze(), Some(header_len)))
+    let (body, _) = join(json, binary);
+    Ok((body, header_len))
+}
+
+/// Decodes another v2 server's response (JSON, or JSON followed by binary tensors when
+/// `header_len` is given) to its output tensors.
+pub fn decode_response(mut body: impl Buf, header_len: Option<usize>) -> Result<Vec<Tensor>, CodecError> {
+    #[derive(Deserialize)]
+    struct ResponseBody {
+        outputs: Vec<WireTensor>,
+    }
+    let json = split_json(&mut body, header_len)?;
+    let response: ResponseBody =
+        serde_json::from_slice(&json).map_err(|e| err(format!("the response is not valid v2 JSON: {e}")))?;
+    decode_tensors(&response.outputs, body, "output")
 }
 
 #[cfg(test)]
@@ -450,6 +512,31 @@ mod tests {
             assert_eq!(req.inputs[0].data, TensorData::Fp32(floats.clone()), "cuts {cuts:?}");
             assert_eq!(req.inputs[1].data, TensorData::Int64(vec![7, -1, i64::MAX]), "cuts {cuts:?}");
         }
+    }
+
+    /// What we send another v2 server decodes as the request it was, and its binary answer
+    /// decodes back to the tensors it encoded.
+    #[test]
+    fn requests_to_and_answers_from_another_server_round_trip() {
+        let inputs = vec![
+            Tensor::new("a", vec![2, 2], TensorData::Fp32(vec![1.0, -2.5, 3.25, 0.0])).unwrap(),
+            Tensor::new("s", vec![2], TensorData::Bytes(vec![b"x".to_vec(), b"yz".to_vec()])).unwrap(),
+        ];
+        let (body, header_len) = encode_request(Some("7"), inputs.clone(), &["out".into()]).unwrap();
+        let req = decode_request(body, Some(header_len)).unwrap();
+        assert_eq!(
+            (req.id.as_deref(), &req.inputs, &req.binary_outputs),
+            (Some("7"), &inputs, &vec!["out".to_string()])
+        );
+        let (body, n) = encode_request(None, inputs.clone(), &[]).unwrap();
+        assert!(decode_request(body, Some(n)).unwrap().all_binary, "no outputs named: all, as binary");
+
+        let (body, header_len) = encode_response("t/m", "1", &req, inputs.clone()).unwrap();
+        assert_eq!(decode_response(body, header_len).unwrap(), inputs, "binary answer");
+        let json_only = DecodedRequest { binary_outputs: vec![], ..req };
+        let (body, header_len) = encode_response("t/m", "1", &json_only, inputs.clone()).unwrap();
+        assert_eq!((header_len, decode_response(body, None).unwrap()), (None, inputs), "JSON answer");
+        assert!(decode_response(&b"{\"outputs\": 3}"[..], None).is_err());
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The v2 operations both transports (REST in [`super::routes`], gRPC in `super::grpc`) call:
 //! resolving a model name for a caller, metadata, readiness, inference. Transport code only
 //! decodes, calls these, and encodes; errors are [`ApiError`]s that each transport maps once.
+//! External engines are served here too, as tensors ([`super::upstream`]); the REST routes
+//! relay their bytes untouched instead, which keeps the client's JSON or binary format.
 
 use std::sync::Arc;
 
@@ -10,6 +12,7 @@ use maas_core::ErrorCode;
 use maas_runtime::Tensor;
 use serde::Serialize;
 
+use super::upstream;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -24,7 +27,7 @@ pub struct TensorMetadata {
 pub struct ModelMetadata {
     pub name: String,
     pub versions: Vec<String>,
-    pub platform: &'static str,
+    pub platform: String,
     pub inputs: Vec<TensorMetadata>,
     pub outputs: Vec<TensorMetadata>,
 }
@@ -55,20 +58,31 @@ fn not_ready(endpoint: &Endpoint) -> ApiError {
     )
 }
 
-/// Refuses endpoints that do not serve tensors here: text generation (the OpenAI API serves
-/// them) and external engines (forwarded by the REST routes; not over gRPC).
-pub fn require_tensors(endpoint: &Endpoint) -> Result<(), ApiError> {
-    let why = match endpoint.serves() {
-        Serves::Tensors | Serves::Embeddings => return Ok(()),
-        Serves::Generation => "serves text generation: call /v1/chat/completions or /v1/completions",
-        Serves::Upstream => "is an external engine, reachable through the v2 REST routes only",
-    };
-    Err(ApiError::new(ErrorCode::UnsupportedOperation, format!("{} {why}", endpoint.full_name())))
+/// Refuses text generation, which the OpenAI API serves.
+fn require_tensors(endpoint: &Endpoint) -> Result<(), ApiError> {
+    if endpoint.serves() != Serves::Generation {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorCode::UnsupportedOperation,
+        format!("{} serves text generation: call /v1/chat/completions or /v1/completions", endpoint.full_name()),
+    ))
+}
+
+/// Whether the endpoint can serve now: a ready replica here, or the engine's own answer.
+pub async fn ready(endpoint: &Endpoint) -> Result<bool, ApiError> {
+    match endpoint.serves() {
+        Serves::Upstream => upstream::ready(endpoint).await,
+        _ => Ok(endpoint.is_ready()),
+    }
 }
 
 /// Inputs, outputs, versions and platform of a ready endpoint.
-pub fn metadata(endpoint: &Endpoint) -> Result<ModelMetadata, ApiError> {
+pub async fn metadata(endpoint: &Endpoint) -> Result<ModelMetadata, ApiError> {
     require_tensors(endpoint)?;
+    if endpoint.serves() == Serves::Upstream {
+        return upstream::metadata(endpoint).await;
+    }
     let platform = match endpoint.serves() {
         Serves::Embeddings => "sentence_transformers",
         _ => "onnxruntime_onnx",
@@ -80,20 +94,25 @@ pub fn metadata(endpoint: &Endpoint) -> Result<ModelMetadata, ApiError> {
     Ok(ModelMetadata {
         name: endpoint.full_name(),
         versions: vec![endpoint.version.version.clone()],
-        platform,
+        platform: platform.to_owned(),
         inputs: meta(inputs),
         outputs: meta(outputs),
     })
 }
 
-/// Validates `inputs` and `outputs` against the model's signature, then runs them.
+/// Validates `inputs` and `outputs` against the model's signature, then runs them. An
+/// external engine gets them as they are (it checks its own signature); `id` goes with them.
 pub async fn infer(
     state: &AppState,
     endpoint: &Endpoint,
+    id: Option<&str>,
     inputs: Vec<Tensor>,
     outputs: Vec<String>,
 ) -> Result<Vec<Tensor>, ApiError> {
     require_tensors(endpoint)?;
+    if endpoint.serves() == Serves::Upstream {
+        return upstream::infer_tensors(endpoint, id, inputs, &outputs).await;
+    }
     let (input_spec, output_spec) = endpoint.io().ok_or_else(|| not_ready(endpoint))?;
     maas_runtime::validate(&inputs, &input_spec)?;
     maas_runtime::validate_outputs(&outputs, &output_spec)?;

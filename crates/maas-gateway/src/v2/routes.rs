@@ -100,7 +100,7 @@ async fn model_get(
         return Ok(upstream::get(&endpoint, if target.action == Some("ready") { "/ready" } else { "" }).await?);
     }
     match target.action {
-        None => Ok(axum::Json(core::metadata(&endpoint)?).into_response()),
+        None => Ok(axum::Json(core::metadata(&endpoint).await?).into_response()),
         Some("ready") if endpoint.is_ready() => Ok(StatusCode::OK.into_response()),
         Some("ready") => {
             Err(V2Error(ApiError::new(ErrorCode::ModelNotReady, format!("{} is not ready", endpoint.full_name()))))
@@ -159,7 +159,7 @@ async fn run(
         codec::decode_request(body, header_len).map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.0))?;
     // The inputs move to the runtime (a batch-8 ResNet request is 4.8 MB: no copy).
     let inputs = std::mem::take(&mut request.inputs);
-    let result = core::infer(state, endpoint, inputs, request.outputs.clone()).await?;
+    let result = core::infer(state, endpoint, request.id.as_deref(), inputs, request.outputs.clone()).await?;
     let (body, json_len) = codec::encode_response(&endpoint.full_name(), &endpoint.version.version, &request, result)
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.0))?;
     let mut response = body.into_response();

@@ -81,6 +81,9 @@ pub async fn serve_grpc(
     tonic::transport::Server::builder()
         .initial_stream_window_size(window)
         .initial_connection_window_size(window)
+        // Clients may send 1 MiB DATA frames instead of 16 KiB ones: a 4.8 MB tensor is then 5
+        // frames to parse and account for, not 300.
+        .max_frame_size(1 << 20)
         .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown)

@@ -68,14 +68,14 @@ impl InferenceService {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let endpoint = core::endpoint(&self.state, &caller, &req.name, Some(&req.version)).await?;
-        Ok(ModelReadyResponse { ready: endpoint.is_ready() })
+        Ok(ModelReadyResponse { ready: core::ready(&endpoint).await? })
     }
 
     async fn metadata(&self, request: Request<ModelMetadataRequest>) -> Result<ModelMetadataResponse, ApiError> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let endpoint = core::endpoint(&self.state, &caller, &req.name, Some(&req.version)).await?;
-        let meta = core::metadata(&endpoint)?;
+        let meta = core::metadata(&endpoint).await?;
         let tensors = |io: Vec<core::TensorMetadata>| {
             io.into_iter()
                 .map(|t| TensorMetadata { name: t.name, datatype: t.datatype.to_owned(), shape: t.shape })
@@ -84,7 +84,7 @@ impl InferenceService {
         Ok(ModelMetadataResponse {
             name: meta.name,
             versions: meta.versions,
-            platform: meta.platform.to_owned(),
+            platform: meta.platform,
             inputs: tensors(meta.inputs),
             outputs: tensors(meta.outputs),
         })
@@ -117,7 +117,8 @@ impl InferenceService {
         let inputs = tensors::decode_inputs(req.inputs, req.raw_input_contents)
             .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.0))?;
         let outputs = req.outputs.into_iter().map(|o| o.name).collect();
-        let result = core::infer(&self.state, endpoint, inputs, outputs).await?;
+        let id = Some(req.id.as_str()).filter(|id| !id.is_empty());
+        let result = core::infer(&self.state, endpoint, id, inputs, outputs).await?;
         let mut response = ModelInferResponse {
             model_name: endpoint.full_name(),
             model_version: endpoint.version.version.clone(),
