@@ -25,6 +25,11 @@ crate::sql_registry::sql_registry!(PostgresStore, PostgresTenantStore, sqlx::Pos
 crate::sql_deployments::sql_deployments!(PostgresStore, PostgresTenantStore, sqlx::Postgres);
 crate::sql_usage::sql_usage!(PostgresStore, PostgresTenantStore, sqlx::Postgres);
 
+/// Opens a write transaction (PostgreSQL's row locks need nothing more than `BEGIN`).
+async fn begin_write(pool: &sqlx::PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+    Ok(pool.begin().await?)
+}
+
 /// Full-text condition: the generated `search` tsvector, with every word of `q` required.
 fn push_text_match(qb: &mut sqlx::QueryBuilder<sqlx::Postgres>, q: &str) {
     qb.push("m.search @@ plainto_tsquery('simple', ").push_bind(q.replace('-', " ")).push(")");

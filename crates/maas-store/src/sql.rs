@@ -155,7 +155,7 @@ macro_rules! sql_store {
                 let now = maas_core::now();
                 let user_id = UserId::new();
                 let tenant_id = TenantId::new();
-                let mut tx = self.pool.begin().await?;
+                let mut tx = begin_write(&self.pool).await?;
                 let row = q(format!(
                     "INSERT INTO users (id, username, email, password_hash, is_admin, created_at) \
                      VALUES ($1, $2, $3, $4, (SELECT COUNT(*) = 0 FROM users), $5) \
@@ -227,7 +227,7 @@ macro_rules! sql_store {
             async fn create_organization(&self, slug: &str, name: &str, owner: UserId) -> Result<Tenant> {
                 let now = maas_core::now().timestamp_millis();
                 let id = TenantId::new();
-                let mut tx = self.pool.begin().await?;
+                let mut tx = begin_write(&self.pool).await?;
                 let row = q(format!(
                     "INSERT INTO tenants (id, slug, name, kind, created_at) \
                      VALUES ($1, $2, $3, $4, $5) RETURNING {TENANT_COLS}"

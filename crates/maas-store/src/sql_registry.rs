@@ -202,7 +202,7 @@ macro_rules! sql_registry {
             async fn create_model(&self, new: NewModel) -> Result<Model> {
                 let id = ModelId::new();
                 let now = maas_core::now().timestamp_millis();
-                let mut tx = self.pool.begin().await?;
+                let mut tx = begin_write(&self.pool).await?;
                 sqlx::query(
                     "INSERT INTO models (id, tenant_id, name, task, visibility, description, license, readme, \
                      created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
@@ -255,7 +255,7 @@ macro_rules! sql_registry {
                     Some(r) => r,
                     None => self.readme(model).await?,
                 };
-                let mut tx = self.pool.begin().await?;
+                let mut tx = begin_write(&self.pool).await?;
                 sqlx::query(
                     "UPDATE models SET task = $3, visibility = $4, description = $5, license = $6, readme = $7, \
                      updated_at = $8 WHERE tenant_id = $1 AND id = $2",
@@ -362,7 +362,7 @@ macro_rules! sql_registry {
             }
 
             async fn set_star(&self, model: ModelId, user: UserId, starred: bool) -> Result<i64> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = begin_write(&self.pool).await?;
                 let changed = if starred {
                     sqlx::query(
                         "INSERT INTO model_stars (model_id, tenant_id, user_id, created_at) VALUES ($1, $2, $3, $4) \

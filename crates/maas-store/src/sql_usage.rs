@@ -60,7 +60,7 @@ macro_rules! sql_usage {
                     let mut conn = self.pool.acquire().await?;
                     return insert_usage_rows(&mut conn, records, published).await;
                 }
-                let mut tx = self.pool.begin().await?;
+                let mut tx = begin_write(&self.pool).await?;
                 // How many rows go in one statement differs per backend (`insert_usage_rows`).
                 let inserted = insert_usage_rows(&mut tx, records, published).await?;
                 tx.commit().await?;

@@ -36,6 +36,12 @@ crate::sql_registry::sql_registry!(SqliteStore, SqliteTenantStore, sqlx::Sqlite)
 crate::sql_deployments::sql_deployments!(SqliteStore, SqliteTenantStore, sqlx::Sqlite);
 crate::sql_usage::sql_usage!(SqliteStore, SqliteTenantStore, sqlx::Sqlite);
 
+/// Opens a write transaction with `BEGIN IMMEDIATE`: SQLite's write lock is taken at once,
+/// waiting through the busy timeout while another connection writes.
+async fn begin_write(pool: &sqlx::SqlitePool) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+    Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
+}
+
 /// Full-text condition: FTS5 over name and description. Each word of `q` becomes a quoted
 /// prefix term, so user input can never be FTS5 syntax.
 fn push_text_match(qb: &mut sqlx::QueryBuilder<sqlx::Sqlite>, q: &str) {
