@@ -11,8 +11,10 @@ vectors against the committed sentence-transformers reference
 
     python bench/embeddings_onnx_probe.py MODEL_DIR [--reference FILE] [--threads 2]
 
-Measured 2026-12-02 (2 vCPU AMD EPYC, idle): 287-346 sentences/s a round, against 246 for
-the candle backend in-process (bench/README.md); lowest cosine 0.9999999.
+Measured 2026-12-02 (2 vCPU AMD EPYC): lowest cosine 0.9999999; 272 sentences/s (median of
+5 rounds, 234-342) alone, and 212 (191-286) right after `bench/embeddings.sh` measured the candle
+backend at 208 in-process (158-245) on the same, busier machine. No clear gain over candle, so
+the backend stays on candle (bench/README.md).
 """
 
 import argparse

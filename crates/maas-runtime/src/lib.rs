@@ -17,6 +17,7 @@ pub mod backend;
 pub mod embed;
 pub mod error;
 pub mod generate;
+mod lifecycle;
 pub mod onnx;
 pub mod replica;
 pub mod tensor;

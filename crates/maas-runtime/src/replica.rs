@@ -14,14 +14,15 @@
 //! it concatenates them along dimension 0, runs the model once and hands each caller its own
 //! rows of every output. A request that does not fit waits for the next batch.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use maas_core::{Coded, ErrorCode};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 
+use crate::lifecycle::Lifecycle;
 use crate::tensor::element_count;
 use crate::validate::{validate, validate_outputs};
 use crate::{Backend, IoSpec, RuntimeError, Tensor};
@@ -131,37 +132,11 @@ struct Signature {
 
 #[derive(Debug)]
 struct Shared {
-    name: String,
-    state: watch::Sender<ReplicaState>,
-    /// Set once the worker has returned and dropped the backend.
-    exited: watch::Sender<bool>,
+    life: Lifecycle,
     signature: OnceLock<Signature>,
-    stopping: AtomicBool,
     depth: AtomicUsize,
     /// Moving average of one model run, in µs (for `retry_after`).
     run_micros: AtomicU64,
-}
-
-impl Shared {
-    /// Moves to `state` unless the replica was stopped meanwhile.
-    fn set_state(&self, state: ReplicaState) {
-        self.state.send_if_modified(|s| {
-            if *s == ReplicaState::Stopped {
-                return false;
-            }
-            *s = state;
-            true
-        });
-    }
-
-    fn not_ready(&self) -> ReplicaError {
-        let name = &self.name;
-        ReplicaError::NotReady(match &*self.state.borrow() {
-            ReplicaState::Loading => format!("model '{name}' is still loading"),
-            ReplicaState::Failed(reason) => format!("model '{name}' failed: {reason}"),
-            ReplicaState::Ready | ReplicaState::Stopped => format!("model '{name}' is stopped"),
-        })
-    }
 }
 
 /// One model replica; see the module docs. Dropping it stops it.
@@ -177,14 +152,9 @@ impl Replica {
     /// Starts the worker thread, which loads the backend through `loader` and then serves.
     /// Returns at once, in [`ReplicaState::Loading`].
     pub fn start(name: String, loader: Loader, config: ReplicaConfig) -> Replica {
-        let (state, _) = watch::channel(ReplicaState::Loading);
-        let (exited, _) = watch::channel(false);
         let shared = Arc::new(Shared {
-            name: name.clone(),
-            state,
-            exited,
+            life: Lifecycle::new(name.clone()),
             signature: OnceLock::new(),
-            stopping: AtomicBool::new(false),
             depth: AtomicUsize::new(0),
             run_micros: AtomicU64::new(0),
         });
@@ -193,29 +163,23 @@ impl Replica {
         let spawned = std::thread::Builder::new().name(format!("replica-{name}")).spawn(move || worker.run(loader));
         if let Err(e) = spawned {
             // The loader went down with the closure; nothing will ever run.
-            shared.set_state(ReplicaState::Failed(format!("cannot start the worker thread: {e}")));
-            shared.exited.send_replace(true);
+            shared.life.fail_to_start(&e);
         }
         Replica { config, shared, sender: Mutex::new(Some(sender)) }
     }
 
     /// The replica's name (used in messages).
     pub fn name(&self) -> &str {
-        &self.shared.name
+        &self.shared.life.name
     }
 
     pub fn state(&self) -> ReplicaState {
-        self.shared.state.borrow().clone()
+        self.shared.life.state()
     }
 
     /// Waits until the model is loaded (`Ok`) or failed or stopped (`NotReady` with the reason).
     pub async fn ready(&self) -> Result<(), ReplicaError> {
-        let mut state = self.shared.state.subscribe();
-        let settled = state.wait_for(|s| *s != ReplicaState::Loading).await.map(|s| s.clone());
-        match settled {
-            Ok(ReplicaState::Ready) => Ok(()),
-            _ => Err(self.shared.not_ready()),
-        }
+        self.shared.life.ready().await
     }
 
     /// The model's inputs, once loaded.
@@ -235,11 +199,11 @@ impl Replica {
 
     /// Validates `request` against the model's signature, queues it and waits for the answer.
     pub async fn infer(&self, request: InferRequest) -> Result<Vec<Tensor>, ReplicaError> {
-        if *self.shared.state.borrow() != ReplicaState::Ready {
-            return Err(self.shared.not_ready());
+        if !self.shared.life.is_ready() {
+            return Err(self.shared.life.not_ready());
         }
         let Some(signature) = self.shared.signature.get() else {
-            return Err(self.shared.not_ready());
+            return Err(self.shared.life.not_ready());
         };
         validate(&request.inputs, &signature.inputs)?;
         validate_outputs(&request.outputs, &signature.outputs)?;
@@ -247,7 +211,7 @@ impl Replica {
         {
             let sender = self.sender.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             let Some(sender) = sender.as_ref() else {
-                return Err(self.shared.not_ready());
+                return Err(self.shared.life.not_ready());
             };
             // Counted before sending so that the worker's decrement never comes first.
             self.shared.depth.fetch_add(1, Ordering::Relaxed);
@@ -259,7 +223,7 @@ impl Replica {
                 }
                 Err(TrySendError::Disconnected(_)) => {
                     self.shared.depth.fetch_sub(1, Ordering::Relaxed);
-                    return Err(self.shared.not_ready());
+                    return Err(self.shared.life.not_ready());
                 }
             }
         }
@@ -282,17 +246,14 @@ impl Replica {
     /// finishes; then the worker drops the backend (on its own thread) and exits. Returns at
     /// once; [`Replica::stopped`] waits for the exit.
     pub fn stop(&self) {
-        self.shared.stopping.store(true, Ordering::SeqCst);
-        self.shared.state.send_replace(ReplicaState::Stopped);
+        self.shared.life.stop();
         drop(self.sender.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take());
     }
 
     /// Waits until the worker has exited and dropped the backend: after [`Replica::stop`], a
     /// failed load, or a panic in the backend.
     pub async fn stopped(&self) {
-        let mut exited = self.shared.exited.subscribe();
-        // The sender lives in `shared`, which `self` holds: this cannot fail.
-        let _ = exited.wait_for(|done| *done).await;
+        self.shared.life.stopped().await;
     }
 }
 
@@ -310,7 +271,7 @@ struct Worker {
 
 impl Worker {
     fn run(self, loader: Loader) {
-        let name = self.shared.name.clone();
+        let name = self.shared.life.name.clone();
         let started = Instant::now();
         let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(loader));
         match loaded {
@@ -327,24 +288,24 @@ impl Worker {
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "model loaded"
                 );
-                self.shared.set_state(ReplicaState::Ready);
+                self.shared.life.set_state(ReplicaState::Ready);
                 self.serve(backend);
             }
             Ok(Err(e)) => {
                 tracing::warn!(replica = %name, error = %e, "model failed to load");
-                self.shared.set_state(ReplicaState::Failed(e.to_string()));
+                self.shared.life.set_state(ReplicaState::Failed(e.to_string()));
             }
             Err(panic) => {
                 let reason = format!("loading panicked: {}", crate::panic_message(panic.as_ref()));
                 tracing::error!(replica = %name, "{reason}");
-                self.shared.set_state(ReplicaState::Failed(reason));
+                self.shared.life.set_state(ReplicaState::Failed(reason));
             }
         }
         // Whatever is still queued gets an answer; then the receiver goes with `self`.
         self.reject_queued();
         let Worker { shared, receiver, .. } = self;
         drop(receiver);
-        shared.exited.send_replace(true);
+        shared.life.mark_exited();
     }
 
     /// Serves until the replica stops or the backend panics; drops the backend on return.
@@ -358,7 +319,7 @@ impl Worker {
                     Err(_) => return,
                 },
             };
-            if self.shared.stopping.load(Ordering::SeqCst) {
+            if self.shared.life.is_stopping() {
                 reject(first, &self.shared);
                 return;
             }
@@ -468,9 +429,9 @@ impl Worker {
             Ok(Err(e)) => answer_all(replies, &e),
             Err(panic) => {
                 let reason = format!("the backend panicked: {}", crate::panic_message(panic.as_ref()));
-                tracing::error!(replica = %self.shared.name, "{reason}");
+                tracing::error!(replica = %self.shared.life.name, "{reason}");
                 // Failed before anyone hears of it, so that callers see the new state.
-                self.shared.set_state(ReplicaState::Failed(reason.clone()));
+                self.shared.life.set_state(ReplicaState::Failed(reason.clone()));
                 answer_all(replies, &RuntimeError::Inference(reason));
                 return false;
             }
@@ -495,7 +456,7 @@ impl Worker {
 }
 
 fn reject(job: Job, shared: &Shared) {
-    let _ = job.reply.send(Err(shared.not_ready()));
+    let _ = job.reply.send(Err(shared.life.not_ready()));
 }
 
 fn answer_all(replies: Vec<Reply>, error: &RuntimeError) {

@@ -20,19 +20,19 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
-use tokio::sync::watch;
 
 use super::engine::{LmEngine, LmInfo, SeqChunk};
 use super::sampler::Sampler;
 use super::template::ChatTemplate;
 use super::text::TextStream;
 use super::{FinishReason, GenerateRequest, GenerationEvent, Prompt, Usage};
+use crate::lifecycle::Lifecycle;
 use crate::{ReplicaError, ReplicaState, RuntimeError};
 
 /// Loads an engine; called once, on the replica's worker thread.
@@ -65,12 +65,8 @@ struct Job {
 
 #[derive(Debug)]
 struct Shared {
-    name: String,
-    state: watch::Sender<ReplicaState>,
-    /// Set once the worker has returned and dropped the engine.
-    exited: watch::Sender<bool>,
+    life: Lifecycle,
     info: OnceLock<LmInfo>,
-    stopping: AtomicBool,
     /// Requests queued or waiting for a slot.
     depth: AtomicUsize,
     /// Sequences holding a slot.
@@ -80,26 +76,6 @@ struct Shared {
 }
 
 impl Shared {
-    /// Moves to `state` unless the replica was stopped meanwhile.
-    fn set_state(&self, state: ReplicaState) {
-        self.state.send_if_modified(|s| {
-            if *s == ReplicaState::Stopped {
-                return false;
-            }
-            *s = state;
-            true
-        });
-    }
-
-    fn not_ready(&self) -> ReplicaError {
-        let name = &self.name;
-        ReplicaError::NotReady(match &*self.state.borrow() {
-            ReplicaState::Loading => format!("model '{name}' is still loading"),
-            ReplicaState::Failed(reason) => format!("model '{name}' failed: {reason}"),
-            ReplicaState::Ready | ReplicaState::Stopped => format!("model '{name}' is stopped"),
-        })
-    }
-
     fn record_request(&self, elapsed: Duration) {
         let sample = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         let old = self.request_micros.load(Ordering::Relaxed);
@@ -121,14 +97,9 @@ impl GenerationReplica {
     /// Starts the worker thread, which loads the engine through `loader` and then serves.
     /// Returns at once, in [`ReplicaState::Loading`].
     pub fn start(name: String, loader: LmLoader, config: GenerationConfig) -> GenerationReplica {
-        let (state, _) = watch::channel(ReplicaState::Loading);
-        let (exited, _) = watch::channel(false);
         let shared = Arc::new(Shared {
-            name: name.clone(),
-            state,
-            exited,
+            life: Lifecycle::new(name.clone()),
             info: OnceLock::new(),
-            stopping: AtomicBool::new(false),
             depth: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
             request_micros: AtomicU64::new(0),
@@ -137,29 +108,23 @@ impl GenerationReplica {
         let worker = Worker { shared: Arc::clone(&shared), config: config.clone(), receiver };
         let spawned = std::thread::Builder::new().name(format!("generate-{name}")).spawn(move || worker.run(loader));
         if let Err(e) = spawned {
-            shared.set_state(ReplicaState::Failed(format!("cannot start the worker thread: {e}")));
-            shared.exited.send_replace(true);
+            shared.life.fail_to_start(&e);
         }
         GenerationReplica { config, shared, sender: Mutex::new(Some(sender)) }
     }
 
     /// The replica's name (used in messages).
     pub fn name(&self) -> &str {
-        &self.shared.name
+        &self.shared.life.name
     }
 
     pub fn state(&self) -> ReplicaState {
-        self.shared.state.borrow().clone()
+        self.shared.life.state()
     }
 
     /// Waits until the model is loaded (`Ok`) or failed or stopped (`NotReady` with the reason).
     pub async fn ready(&self) -> Result<(), ReplicaError> {
-        let mut state = self.shared.state.subscribe();
-        let settled = state.wait_for(|s| *s != ReplicaState::Loading).await.map(|s| s.clone());
-        match settled {
-            Ok(ReplicaState::Ready) => Ok(()),
-            _ => Err(self.shared.not_ready()),
-        }
+        self.shared.life.ready().await
     }
 
     /// What the engine tells about the model, once loaded.
@@ -182,8 +147,8 @@ impl GenerationReplica {
     /// stream. Dropping the receiver cancels the request: the worker notices before its next
     /// step and frees the slot.
     pub fn generate(&self, request: GenerateRequest) -> Result<UnboundedReceiver<GenerationEvent>, ReplicaError> {
-        if *self.shared.state.borrow() != ReplicaState::Ready {
-            return Err(self.shared.not_ready());
+        if !self.shared.life.is_ready() {
+            return Err(self.shared.life.not_ready());
         }
         request.sampling.validate()?;
         if request.max_tokens == Some(0) {
@@ -192,7 +157,7 @@ impl GenerationReplica {
         let (events, receiver) = unbounded_channel();
         let sender = self.sender.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let Some(sender) = sender.as_ref() else {
-            return Err(self.shared.not_ready());
+            return Err(self.shared.life.not_ready());
         };
         // Counted before sending so that the worker's decrement never comes first.
         let depth = self.shared.depth.fetch_add(1, Ordering::Relaxed);
@@ -202,7 +167,7 @@ impl GenerationReplica {
         }
         if sender.send(Job { request, events, queued_at: Instant::now() }).is_err() {
             self.shared.depth.fetch_sub(1, Ordering::Relaxed);
-            return Err(self.shared.not_ready());
+            return Err(self.shared.life.not_ready());
         }
         Ok(receiver)
     }
@@ -220,17 +185,14 @@ impl GenerationReplica {
     /// finishes, then running sequences fail with `NotReady`; the worker drops the engine (on
     /// its own thread) and exits. Returns at once; [`GenerationReplica::stopped`] waits.
     pub fn stop(&self) {
-        self.shared.stopping.store(true, Ordering::SeqCst);
-        self.shared.state.send_replace(ReplicaState::Stopped);
+        self.shared.life.stop();
         drop(self.sender.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take());
     }
 
     /// Waits until the worker has exited and dropped the engine: after
     /// [`GenerationReplica::stop`], a failed load, or a panic in the engine.
     pub async fn stopped(&self) {
-        let mut exited = self.shared.exited.subscribe();
-        // The sender lives in `shared`, which `self` holds: this cannot fail.
-        let _ = exited.wait_for(|done| *done).await;
+        self.shared.life.stopped().await;
     }
 }
 
@@ -308,7 +270,7 @@ struct Serving {
 
 impl Worker {
     fn run(self, loader: LmLoader) {
-        let name = self.shared.name.clone();
+        let name = self.shared.life.name.clone();
         let started = Instant::now();
         match panic::catch_unwind(AssertUnwindSafe(loader)) {
             Ok(Ok(engine)) => {
@@ -324,42 +286,42 @@ impl Worker {
                     "language model loaded"
                 );
                 let mut serving = Serving::new(engine, info);
-                self.shared.set_state(ReplicaState::Ready);
+                self.shared.life.set_state(ReplicaState::Ready);
                 if let Err(panic) = panic::catch_unwind(AssertUnwindSafe(|| self.serve(&mut serving))) {
                     let reason = format!("the engine panicked: {}", crate::panic_message(panic.as_ref()));
                     tracing::error!(replica = %name, "{reason}");
                     // Failed before anyone hears of it, so that callers see the new state.
-                    self.shared.set_state(ReplicaState::Failed(reason.clone()));
+                    self.shared.life.set_state(ReplicaState::Failed(reason.clone()));
                     let error = RuntimeError::Inference(reason);
                     serving.fail_all(|| ReplicaError::Runtime(error.clone()), &self.shared);
                 }
-                serving.fail_all(|| self.shared.not_ready(), &self.shared);
+                serving.fail_all(|| self.shared.life.not_ready(), &self.shared);
                 drop(serving);
             }
             Ok(Err(e)) => {
                 tracing::warn!(replica = %name, error = %e, "language model failed to load");
-                self.shared.set_state(ReplicaState::Failed(e.to_string()));
+                self.shared.life.set_state(ReplicaState::Failed(e.to_string()));
             }
             Err(panic) => {
                 let reason = format!("loading panicked: {}", crate::panic_message(panic.as_ref()));
                 tracing::error!(replica = %name, "{reason}");
-                self.shared.set_state(ReplicaState::Failed(reason));
+                self.shared.life.set_state(ReplicaState::Failed(reason));
             }
         }
         // Whatever is still queued gets an answer; then the receiver goes with `self`.
         while let Ok(job) = self.receiver.try_recv() {
             self.shared.depth.fetch_sub(1, Ordering::Relaxed);
-            let _ = job.events.send(GenerationEvent::Failed(self.shared.not_ready()));
+            let _ = job.events.send(GenerationEvent::Failed(self.shared.life.not_ready()));
         }
         let Worker { shared, receiver, .. } = self;
         drop(receiver);
-        shared.exited.send_replace(true);
+        shared.life.mark_exited();
     }
 
     /// Serves until the replica stops (returns) or the engine panics (unwinds).
     fn serve(&self, serving: &mut Serving) {
         loop {
-            if self.shared.stopping.load(Ordering::SeqCst) {
+            if self.shared.life.is_stopping() {
                 return;
             }
             if serving.running.is_empty() && serving.waiting.is_empty() {
@@ -541,7 +503,7 @@ impl Serving {
                         fed.len()
                     )),
                 };
-                tracing::warn!(replica = %shared.name, error = %error, "a generation step failed");
+                tracing::warn!(replica = %shared.life.name, error = %error, "a generation step failed");
                 for (index, _) in fed {
                     let _ = self.running[index].send(GenerationEvent::Failed(ReplicaError::Runtime(error.clone())));
                     leaving.push(index);
