@@ -37,6 +37,8 @@ import sys
 import threading
 import time
 
+from benchhttp import Http, Unavailable
+
 TENANT = "bench"
 PASSWORD = "bench-password-1"
 MODEL = "smollm"
@@ -141,58 +143,10 @@ class Reference:
 # --- the server ---------------------------------------------------------------------------------
 
 
-class Unavailable(Exception):
-    """The server cannot serve the benchmark; the message says which call failed."""
-
-
-class Http:
-    """Keep-alive JSON calls to the server."""
-
-    def __init__(self, addr: str):
-        host, port = addr.rsplit(":", 1)
-        self.conn = http.client.HTTPConnection(host, int(port), timeout=600)
-        self.cookie = ""
-        self.key = ""
-
-    def call(self, method: str, path: str, body=None, raw: bytes | None = None, headers=None) -> tuple[int, object]:
-        h = dict(headers or {})
-        if self.cookie:
-            h["cookie"] = self.cookie
-        if self.key:
-            h["authorization"] = f"Bearer {self.key}"
-        data = raw
-        if body is not None:
-            data = json.dumps(body).encode()
-            h["content-type"] = "application/json"
-        self.conn.request(method, path, body=data, headers=h)
-        r = self.conn.getresponse()
-        content = r.read()
-        cookie = r.getheader("set-cookie")
-        if cookie:
-            self.cookie = cookie.split(";", 1)[0]
-        try:
-            return r.status, json.loads(content) if content else None
-        except ValueError:
-            return r.status, content.decode(errors="replace")
-
-    def ok(self, method: str, path: str, expect: tuple[int, ...], **kw):
-        status, body = self.call(method, path, **kw)
-        if status not in expect:
-            raise Unavailable(f"{method} {path} answered {status}: {str(body)[:300]}")
-        return body
-
-
 def deploy(http: Http, gguf: str, threads: int, max_sequences: int) -> str:
     """Registers, uploads the GGUF file, publishes and deploys it; returns an `infer` key.
     The deployment contract lives here only: adjust this function when it changes."""
-    for user in ("bench-admin", TENANT):  # the first user is the platform admin: not the bench's
-        http.ok("POST", "/api/v1/auth/register", (200, 201),
-                body={"username": user, "email": f"{user}@example.com", "password": PASSWORD})
-    http.ok("POST", "/api/v1/auth/login", (200,), body={"username": TENANT, "password": PASSWORD})
-    http.ok("POST", "/api/v1/models", (201,),
-            body={"tenant": TENANT, "name": MODEL, "task": "text-generation", "visibility": "private"})
-    repo = f"/api/v1/models/{TENANT}/{MODEL}"
-    http.ok("POST", f"{repo}/versions", (201,), body={"version": "1", "format": "gguf"})
+    repo = http.new_version(TENANT, PASSWORD, MODEL, "text-generation", "gguf")
     data = open(gguf, "rb").read()
     headers = {"x-content-sha256": hashlib.sha256(data).hexdigest(), "content-type": "application/octet-stream"}
     http.ok("PUT", f"{repo}/versions/1/files/model.gguf", (200, 201), raw=data, headers=headers)
