@@ -12,7 +12,7 @@ use maas_core::ErrorCode;
 use maas_runtime::Tensor;
 
 use super::codec;
-use super::core::ModelMetadata;
+use super::core::{ModelMetadata, TensorMetadata};
 use crate::error::ApiError;
 
 const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -99,12 +99,12 @@ pub async fn metadata(endpoint: &Endpoint) -> Result<ModelMetadata, ApiError> {
     let path = format!("/v2/models/{}", up.model);
     let response = success(&up, up.send(up.request(reqwest::Method::GET, &path)).await?).await?;
     let meta: Meta = response.json().await.map_err(|e| bad_answer(&up, &format!("unreadable metadata ({e})")))?;
-    let io = |list: Vec<Io>| -> Result<Vec<super::core::TensorMetadata>, ApiError> {
+    let io = |list: Vec<Io>| -> Result<Vec<TensorMetadata>, ApiError> {
         list.into_iter()
             .map(|t| {
                 let dtype = maas_runtime::DataType::parse(&t.datatype)
                     .ok_or_else(|| bad_answer(&up, &format!("the unknown datatype '{}'", t.datatype)))?;
-                Ok(super::core::TensorMetadata { name: t.name, datatype: dtype.as_str(), shape: t.shape })
+                Ok(TensorMetadata { name: t.name, datatype: dtype.as_str(), shape: t.shape })
             })
             .collect()
     };
