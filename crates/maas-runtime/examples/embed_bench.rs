@@ -2,7 +2,7 @@
 //! second at a given batch size. Used by bench/embeddings.sh for the in-process row.
 //!
 //! ```sh
-//! cargo run --release -p maas-runtime --example embed_bench -- MODEL_DIR SENTENCES_FILE [BATCH] [ROUNDS]
+//! cargo run --release -p maas-runtime --example embed_bench -- MODEL_DIR SENTENCES_FILE [BATCH] [ROUNDS] [THREADS]
 //! ```
 //!
 //! SENTENCES_FILE holds one sentence per line. A round embeds all of them in batches of BATCH
@@ -11,8 +11,8 @@
 //! "threads", "cpu_s_per_round"}`. With ROUNDS 0 it prints `ready` after the warm-up and then
 //! runs one round per line read from standard input, printing `{"per_s", "cpu_s"}` for each
 //! (so that a driver can interleave it with other variants). CPU time is the process's user +
-//! system time from `/proc` (0 elsewhere). Threads: candle's default (`RAYON_NUM_THREADS`,
-//! else one per physical core).
+//! system time from `/proc` (0 elsewhere). THREADS is `EmbeddingConfig::threads` (default 0:
+//! candle's default, `RAYON_NUM_THREADS`, else one per physical core).
 
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -39,10 +39,12 @@ fn run() -> Result<(), String> {
     };
     let batch = arg(&args, 3, 32)?.max(1);
     let rounds = arg(&args, 4, 5)?;
+    let threads = arg(&args, 5, 0)?;
     let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
     let sentences: Vec<Vec<u8>> = text.lines().map(|l| l.as_bytes().to_vec()).collect();
     let mut backend =
-        EmbeddingBackend::load(&PathBuf::from(dir), &EmbeddingConfig::default()).map_err(|e| e.to_string())?;
+        EmbeddingBackend::load(&PathBuf::from(dir), &EmbeddingConfig { threads, ..EmbeddingConfig::default() })
+            .map_err(|e| e.to_string())?;
     // One round: (sentences per second, CPU seconds).
     let mut round = || -> Result<(f64, f64), String> {
         let (started, cpu) = (Instant::now(), cpu_seconds());
@@ -75,7 +77,7 @@ fn run() -> Result<(), String> {
         each[each.len() - 1],
         each[each.len() / 2],
         listed.join(", "),
-        candle_core::utils::get_num_threads(),
+        if threads > 0 { threads } else { candle_core::utils::get_num_threads() },
     );
     Ok(())
 }

@@ -124,6 +124,24 @@ fn a_mixed_batch_gives_the_vectors_of_one_text_at_a_time() {
     assert!(max_abs_diff(&twice[0], &twice[2]) < 1e-5);
 }
 
+/// The vectors do not depend on the thread count (1: one group; 3: more groups than the
+/// default's).
+#[test]
+fn any_thread_count_gives_the_same_vectors() {
+    let reference = reference();
+    let sentences: Vec<&str> = reference.sentences.iter().map(String::as_str).collect();
+    let (default, _) = embed(&mut load(), &sentences);
+    for threads in [1, 3] {
+        let mut backend =
+            EmbeddingBackend::load(&model_dir(), &EmbeddingConfig { threads, ..Default::default() }).unwrap();
+        let (vectors, _) = embed(&mut backend, &sentences);
+        for (i, (got, want)) in vectors.iter().zip(&default).enumerate() {
+            let diff = max_abs_diff(got, want);
+            assert!(diff < 1e-4, "{threads} threads, sentence {i}: differs by {diff}");
+        }
+    }
+}
+
 #[test]
 fn only_the_requested_outputs_come_back() {
     let mut backend = load();
