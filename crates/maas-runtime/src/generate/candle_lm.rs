@@ -7,7 +7,8 @@
 //! every slot gets its own: one `Cache` per slot, or one clone of the model per slot (candle
 //! tensors are reference-counted, so the clones share the weights and own only their caches).
 //!
-//! A [`LmEngine::step`] runs its chunks one after another, one forward pass per chunk.
+//! A [`LmEngine::step`] runs its chunks one after another, one forward pass per chunk, on a
+//! rayon pool of the engine's own (`threads` threads), where candle's CPU matrix products split.
 //!
 //! The weights run on the CPU in F32, or, when the crate is built with the `cuda` feature and a
 //! GPU is present, on GPU 0 in BF16.
@@ -15,6 +16,7 @@
 use std::collections::HashMap;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -35,10 +37,8 @@ const SUPPORTED: &[&str] = &["llama", "mistral", "qwen2", "qwen3"];
 /// How a safetensors model is served.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CandleLmConfig {
-    /// CPU threads for matrix products; 0 = candle's default. candle splits each CPU matmul
-    /// into as many parts as `RAYON_NUM_THREADS` says (else one per physical core) and runs
-    /// them on rayon's process-wide pool, which one engine cannot resize; any other value is
-    /// only compared with that and a difference logged.
+    /// CPU threads for the forward passes (a rayon pool of the engine's own); 0 = candle's
+    /// default count (`RAYON_NUM_THREADS`, else one per physical core).
     pub threads: usize,
     /// Sequences that may decode at once (slots), each with its own KV cache.
     pub max_sequences: usize,
@@ -66,6 +66,8 @@ pub struct CandleLmEngine {
     /// How many tokens each slot's cache holds.
     lens: Vec<usize>,
     device: Device,
+    /// The threads the forward passes run on.
+    pool: Arc<rayon::ThreadPool>,
 }
 
 impl std::fmt::Debug for CandleLmEngine {
@@ -88,7 +90,12 @@ impl CandleLmEngine {
         if context_length < 2 {
             return Err(RuntimeError::Load(format!("context_length {context_length} is too small")));
         }
-        check_threads(config.threads);
+        let threads = if config.threads > 0 { config.threads } else { candle_core::utils::get_num_threads() };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("candle-lm-{i}"))
+            .build()
+            .map_err(|e| RuntimeError::Load(format!("cannot start {threads} threads: {e}")))?;
         let (device, dtype) = device_and_dtype()?;
         let vb = VarBuilder::from_tensors(load_weights(dir)?, dtype, &device);
         let model = SlotModels::load(&architecture, &model_config, vb, dtype, &device, config.max_sequences)?;
@@ -111,6 +118,7 @@ impl CandleLmEngine {
             model,
             lens: vec![0; config.max_sequences],
             device,
+            pool: Arc::new(pool),
         })
     }
 
@@ -187,7 +195,8 @@ impl LmEngine for CandleLmEngine {
     /// Runs the chunks one after another. On an error, chunks before the failing one have
     /// advanced their slots; the failing chunk's slot is emptied.
     fn step(&mut self, chunks: &[SeqChunk<'_>]) -> Result<Vec<Vec<f32>>, RuntimeError> {
-        chunks.iter().map(|chunk| self.run_chunk(chunk)).collect()
+        let pool = Arc::clone(&self.pool);
+        pool.install(|| chunks.iter().map(|chunk| self.run_chunk(chunk)).collect())
     }
 
     fn release(&mut self, slot: usize) {
@@ -327,18 +336,6 @@ fn device_and_dtype() -> Result<(Device, DType), RuntimeError> {
         }
     }
     Ok((Device::Cpu, DType::F32))
-}
-
-/// Logs when `threads` asks for something candle will not do.
-fn check_threads(threads: usize) {
-    let candle_threads = candle_core::utils::get_num_threads();
-    if threads != 0 && threads != candle_threads {
-        tracing::warn!(
-            threads,
-            candle_threads,
-            "candle sizes its CPU work by RAYON_NUM_THREADS (else the physical cores), not by the configured threads"
-        );
-    }
 }
 
 /// The safetensors files of `dir`: the shards of `model.safetensors.index.json`, else every
