@@ -845,12 +845,8 @@ impl EmbeddingBackend {
             return Err(RuntimeError::Load(format!("{} is not a folder", dir.display())));
         }
         let head = load_head(dir)?;
-        let threads = if config.threads > 0 { config.threads } else { candle_core::utils::get_num_threads() };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("embed-{i}"))
-            .build()
-            .map_err(|e| RuntimeError::Load(format!("cannot start {threads} encoder threads: {e}")))?;
+        let pool = crate::candle_threads::pool(config.threads, "embed")?;
+        let threads = pool.current_num_threads();
         let encoder = load_encoder(dir)?;
         let st: SentenceBertConfig = read_optional_json(&dir.join("sentence_bert_config.json"))?.unwrap_or_default();
         let max_tokens =

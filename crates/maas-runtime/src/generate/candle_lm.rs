@@ -90,12 +90,7 @@ impl CandleLmEngine {
         if context_length < 2 {
             return Err(RuntimeError::Load(format!("context_length {context_length} is too small")));
         }
-        let threads = if config.threads > 0 { config.threads } else { candle_core::utils::get_num_threads() };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("candle-lm-{i}"))
-            .build()
-            .map_err(|e| RuntimeError::Load(format!("cannot start {threads} threads: {e}")))?;
+        let pool = crate::candle_threads::pool(config.threads, "candle-lm")?;
         let (device, dtype) = device_and_dtype()?;
         let vb = VarBuilder::from_tensors(load_weights(dir)?, dtype, &device);
         let model = SlotModels::load(&architecture, &model_config, vb, dtype, &device, config.max_sequences)?;
