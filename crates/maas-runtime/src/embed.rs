@@ -807,8 +807,7 @@ pub struct EmbeddingBackend {
     tokenizer: Tokenizer,
     head: Head,
     max_tokens: usize,
-    threads: usize,
-    /// `threads` threads for the groups and their matrix products.
+    /// `EmbeddingConfig::threads` threads for the groups and their matrix products.
     pool: rayon::ThreadPool,
     inputs: Vec<IoSpec>,
     outputs: Vec<IoSpec>,
@@ -846,7 +845,6 @@ impl EmbeddingBackend {
         }
         let head = load_head(dir)?;
         let pool = crate::candle_threads::pool(config.threads, "embed")?;
-        let threads = pool.current_num_threads();
         let encoder = load_encoder(dir)?;
         let st: SentenceBertConfig = read_optional_json(&dir.join("sentence_bert_config.json"))?.unwrap_or_default();
         let max_tokens =
@@ -858,7 +856,7 @@ impl EmbeddingBackend {
             IoSpec { name: EMBEDDING_OUTPUT.into(), dtype: DataType::Fp32, shape: vec![-1, dimension] },
             IoSpec { name: TOKENS_OUTPUT.into(), dtype: DataType::Int64, shape: vec![-1] },
         ];
-        Ok(EmbeddingBackend { encoder, tokenizer, head, max_tokens, threads, pool, inputs, outputs })
+        Ok(EmbeddingBackend { encoder, tokenizer, head, max_tokens, pool, inputs, outputs })
     }
 
     /// A loader for [`Replica::start`](crate::Replica::start): loads the model on the replica's
@@ -908,11 +906,12 @@ impl EmbeddingBackend {
     /// share of the remaining threads goes to its attention and fused passes.
     fn embed_pass(&self, texts: &[&[u32]], out: &mut Vec<f32>) -> Result<(), RuntimeError> {
         let lengths: Vec<usize> = texts.iter().map(|t| t.len()).collect();
-        let groups = split_runs(&lengths, self.threads, |n| n);
+        let threads = self.pool.current_num_threads();
+        let groups = split_runs(&lengths, threads, |n| n);
         if groups.len() <= 1 {
-            return self.on_pool(|| self.embed_group(texts, self.threads, out));
+            return self.on_pool(|| self.embed_group(texts, threads, out));
         }
-        let inner = (self.threads / groups.len()).max(1);
+        let inner = (threads / groups.len()).max(1);
         let results: Vec<Result<Vec<f32>, RuntimeError>> = std::thread::scope(|scope| {
             let mut start = 0;
             let handles: Vec<_> = groups
