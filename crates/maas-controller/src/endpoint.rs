@@ -11,7 +11,6 @@ use maas_artifacts::{ArtifactStore, Digest};
 use maas_core::registry::{Model, ModelFile, ModelVersion};
 use maas_runtime::IoSpec;
 use maas_runtime::generate::scheduler::{GenerationConfig, GenerationReplica};
-use maas_runtime::onnx::OnnxConfig;
 use maas_runtime::replica::{Replica, ReplicaConfig, ReplicaState};
 use maas_store::DeploymentRow;
 use serde::Serialize;
@@ -20,7 +19,7 @@ use utoipa::ToSchema;
 
 use crate::runtime::{Runtime, Serves};
 use crate::upstream::Upstream;
-use crate::{ControllerError, DeploymentSpec};
+use crate::{ControllerConfig, ControllerError, DeploymentSpec};
 
 /// Where an endpoint stands.
 #[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
@@ -185,11 +184,16 @@ impl Endpoint {
     }
 
     /// Starts `count` replicas of the runtime over the files in `dir` (or the upstream client).
-    pub(crate) fn start(&self, dir: &Path, onnx: &OnnxConfig, count: usize) -> Result<(), ControllerError> {
+    pub(crate) fn start(&self, dir: &Path, controller: &ControllerConfig, count: usize) -> Result<(), ControllerError> {
         let name = |i: usize| format!("{}#{i}", self.full_name());
         let replicas = if let Some(external) = &self.spec.external {
             let timeout = Duration::from_millis(self.spec.timeout_ms);
-            Replicas::Upstream(Arc::new(Upstream::new(external, &self.full_name(), timeout)?))
+            Replicas::Upstream(Arc::new(Upstream::new(
+                external,
+                &self.full_name(),
+                timeout,
+                controller.max_upstream_answer_bytes,
+            )?))
         } else if self.runtime.generates() {
             let config = GenerationConfig {
                 queue_capacity: self.spec.queue_capacity,
@@ -213,7 +217,7 @@ impl Endpoint {
             Replicas::Tensor(
                 (0..count)
                     .filter_map(|i| {
-                        let loader = self.runtime.tensor_loader(dir, onnx, &self.spec)?;
+                        let loader = self.runtime.tensor_loader(dir, &controller.onnx, &self.spec)?;
                         Some(Arc::new(Replica::start(name(i), loader, config.clone())))
                     })
                     .collect(),

@@ -39,6 +39,9 @@ pub struct ControllerConfig {
     /// Local copies of deployed versions' files, one folder per version.
     pub cache_dir: PathBuf,
     pub onnx: OnnxConfig,
+    /// Largest answer read from an external engine, in bytes (a whole body, or one event of a
+    /// stream): an engine that sends without end must not exhaust the server's memory.
+    pub max_upstream_answer_bytes: usize,
 }
 
 /// Running endpoints by (tenant slug, deployment name).

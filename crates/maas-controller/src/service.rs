@@ -182,10 +182,10 @@ impl Controller {
             old.stop();
         }
         let dir = self.config.cache_dir.join(endpoint.version.id.to_string());
-        let (artifacts, onnx, e) = (self.artifacts.clone(), self.config.onnx.clone(), endpoint.clone());
+        let (artifacts, config, e) = (self.artifacts.clone(), self.config.clone(), endpoint.clone());
         let replicas = usize::try_from(e.row.replicas).unwrap_or(1);
         tokio::spawn(async move {
-            match materialize(artifacts.as_ref(), &files, &dir).await.and_then(|()| e.start(&dir, &onnx, replicas)) {
+            match materialize(artifacts.as_ref(), &files, &dir).await.and_then(|()| e.start(&dir, &config, replicas)) {
                 Ok(()) => {}
                 Err(err) => {
                     tracing::warn!(endpoint = %e.full_name(), error = %err, "preparing the model files failed");

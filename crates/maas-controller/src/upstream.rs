@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use maas_core::Secret;
 
 use crate::ControllerError;
@@ -17,12 +18,20 @@ pub struct Upstream {
     pub model: String,
     api_key: Option<Secret<String>>,
     client: reqwest::Client,
+    /// Largest answer body (or stream event) read from the engine, in bytes.
+    pub max_answer_bytes: usize,
 }
 
 impl Upstream {
     /// A client for `external`; `endpoint` (`tenant/name`) is the model name when none is given.
-    /// `read_timeout` bounds each wait for bytes (a long stream that keeps sending is fine).
-    pub fn new(external: &External, endpoint: &str, read_timeout: Duration) -> Result<Upstream, ControllerError> {
+    /// `read_timeout` bounds each wait for bytes (a long stream that keeps sending is fine);
+    /// answers larger than `max_answer_bytes` are refused ([`Upstream::body`]).
+    pub fn new(
+        external: &External,
+        endpoint: &str,
+        read_timeout: Duration,
+        max_answer_bytes: usize,
+    ) -> Result<Upstream, ControllerError> {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(read_timeout)
@@ -34,6 +43,7 @@ impl Upstream {
             model: external.model.clone().unwrap_or_else(|| endpoint.to_owned()),
             api_key: external.api_key.clone(),
             client,
+            max_answer_bytes,
         })
     }
 
@@ -49,6 +59,28 @@ impl Upstream {
             let what = if e.is_timeout() { "timed out" } else { "could not be reached" };
             ControllerError::Upstream(format!("{} {what}: {e}", self.base))
         })
+    }
+
+    /// The whole body of the engine's `response`, refused as soon as it is known to exceed
+    /// `max_answer_bytes` (by its `Content-Length` or while it arrives).
+    pub async fn body(&self, mut response: reqwest::Response) -> Result<Bytes, ControllerError> {
+        let limit = self.max_answer_bytes;
+        let too_large = || ControllerError::Upstream(format!("{} answered with more than {limit} bytes", self.base));
+        if response.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(too_large());
+        }
+        let mut body = BytesMut::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| ControllerError::Upstream(format!("reading the answer of {} failed: {e}", self.base)))?
+        {
+            if body.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
     }
 
     /// A request to `path` carrying the upstream key.

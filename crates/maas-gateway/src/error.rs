@@ -64,7 +64,10 @@ impl ApiError {
     /// 400), or 502 for its failures.
     pub async fn from_upstream(upstream: &maas_controller::Upstream, response: reqwest::Response) -> Self {
         let status = response.status();
-        let text = response.text().await.unwrap_or_default();
+        let text = match upstream.body(response).await {
+            Ok(body) => String::from_utf8_lossy(&body).into_owned(),
+            Err(e) => e.to_string(),
+        };
         let message = serde_json::from_str::<serde_json::Value>(&text)
             .ok()
             .and_then(|v| {

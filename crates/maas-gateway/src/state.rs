@@ -13,7 +13,8 @@ pub struct GatewayConfig {
     pub trust_forwarded_for: bool,
     /// Mark the session cookie `Secure` (set when the platform is served over HTTPS).
     pub secure_cookies: bool,
-    /// Largest inference request body (v2), in bytes.
+    /// Largest inference request body (v2 and `/v1`), in bytes; also the largest answer (or
+    /// stream event) read from an external engine.
     pub max_infer_bytes: usize,
 }
 

@@ -86,6 +86,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 inter_op_threads: config.runtime.inter_op_threads,
                 intra_op_spinning: config.runtime.intra_op_spinning,
             },
+            max_upstream_answer_bytes: config.http.max_infer_bytes,
         },
     );
     let restored = controller.restore().await?;

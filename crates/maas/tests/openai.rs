@@ -324,6 +324,59 @@ async fn concurrent_streams_and_a_client_that_leaves() {
     assert!(cut["input_tokens"].as_i64().unwrap() > 5, "{cut}");
 }
 
+/// `max_tokens_per_day` counts the tokens calls really used (estimated at admission, corrected
+/// after the call): embeddings are admitted until the day's tokens are spent, then refused with
+/// a 429 in the OpenAI shape until the quota is raised.
+#[tokio::test]
+async fn a_daily_token_quota_refuses_once_the_tokens_are_spent() {
+    let s = start();
+    let alice = user(&s, "alice").await.unwrap();
+    deploy_embeddings(&s, &alice, "alice").await;
+    let key = api_key(&s, &alice, "alice", &["infer"]).await;
+    let quota =
+        |tokens: i64| alice.put(s.at("/api/v1/tenants/alice/quotas")).json(&json!({ "max_tokens_per_day": tokens }));
+    let (status, body) = call(quota(40)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let embed = || {
+        client()
+            .post(s.at("/v1/embeddings"))
+            .bearer_auth(&key)
+            .json(&json!({ "model": "alice/minilm", "input": "A man is eating food." }))
+    };
+
+    let (mut used, mut per_call, mut refused) = (0, 0, None);
+    for _ in 0..20 {
+        let response = embed().send().await.unwrap();
+        if response.status() != StatusCode::OK {
+            refused = Some(response);
+            break;
+        }
+        let body: Value = response.json().await.unwrap();
+        per_call = body["usage"]["prompt_tokens"].as_i64().unwrap();
+        used += per_call;
+    }
+    let response = refused.expect("the quota refuses a call within 20");
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(response.headers().contains_key("retry-after"), "{:?}", response.headers());
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        (code(&body), &body["error"]["type"]),
+        ("daily_tokens_quota_exceeded", &json!("rate_limit_error")),
+        "{body}"
+    );
+    // Refused because the next call no longer fits, not before: the day holds 40 tokens.
+    assert!(per_call > 0 && used > 40 - per_call && used <= 40 + per_call, "{used} tokens used, {per_call} per call");
+
+    // The usage records carry the same tokens; a raised quota admits calls again at once.
+    let (status, page) = call(alice.get(s.at("/api/v1/tenants/alice/usage/records"))).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let recorded: i64 = page["data"].as_array().unwrap().iter().map(|r| r["input_tokens"].as_i64().unwrap()).sum();
+    assert_eq!(recorded, used, "{page}");
+    let (status, body) = call(quota(1000)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(embed().send().await.unwrap().status(), StatusCode::OK);
+}
+
 /// External deployments: a second instance is the upstream engine; the platform forwards
 /// OpenAI calls (whole and streamed) and v2 inference (REST and gRPC) with the upstream's key,
 /// under its own names and keys, and never shows the upstream key.
@@ -336,9 +389,12 @@ async fn external_deployments_forward_to_another_engine() {
     let simple = std::fs::read(Path::new(&onnx).join("simple.onnx")).unwrap();
     publish(&upstream, &bob, "bob/simple", "1", ("tensor", "private", "onnx"), &[("model.onnx".into(), simple)]).await;
     deploy(&upstream, &bob, "bob/simple", "bob/simple", "1", json!({})).await;
+    deploy_embeddings(&upstream, &bob, "bob").await;
     let upstream_key = api_key(&upstream, &bob, "bob", &["infer"]).await;
 
-    let s = start();
+    // Answers from the engine are read with the same cap as requests (`http.max_infer_bytes`).
+    let s = Server::start(Path::new(BIN), ServerOptions::default().env("MAAS_HTTP__MAX_INFER_BYTES", "16384"))
+        .expect("server starts");
     let alice = user(&s, "alice").await.unwrap();
     publish(&s, &alice, "alice/remote", "1", ("text-generation", "private", "external"), &[]).await;
     let external = |model: &str, protocol: &str| json!({ "external": { "url": upstream.url, "protocol": protocol, "model": model, "api_key": upstream_key } });
@@ -346,6 +402,7 @@ async fn external_deployments_forward_to_another_engine() {
     assert!(!status.to_string().contains(&upstream_key), "the upstream key is never shown: {status}");
     assert_eq!(status["spec"]["external"]["url"], json!(upstream.url));
     deploy(&s, &alice, "alice/tensors", "alice/remote", "1", external("bob/simple", "kserve_v2")).await;
+    deploy(&s, &alice, "alice/vectors", "alice/remote", "1", external("bob/minilm", "openai")).await;
     let key = api_key(&s, &alice, "alice", &["infer"]).await;
 
     let out = run_python(
@@ -445,6 +502,19 @@ print(json.dumps({
     )
     .await;
     assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "unsupported_operation"), "{body}");
+
+    // Three vectors are about 6 KB as base64 and about 24 KB as JSON numbers: the second answer
+    // is over the 16 KiB cap and refused, not read into memory without end.
+    let embed = |format: &str| {
+        client().post(s.at("/v1/embeddings")).bearer_auth(&key).json(&json!({ "model": "alice/vectors",
+            "input": ["A man is eating food.", "A man is eating a piece of bread.", "The new movie is awesome."],
+            "encoding_format": format }))
+    };
+    let (status, body) = call(embed("base64")).await;
+    assert_eq!((status, body["data"].as_array().map(Vec::len)), (StatusCode::OK, Some(3)), "{body}");
+    let (status, body) = call(embed("float")).await;
+    assert_eq!((status, code(&body)), (StatusCode::BAD_GATEWAY, "upstream_error"), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap_or("").contains("more than 16384 bytes"), "{body}");
 
     // An unreachable engine is a 502, not a hang or a 500.
     upstream.stop();

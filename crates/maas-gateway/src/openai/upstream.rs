@@ -58,13 +58,16 @@ pub async fn forward(
     call.tokens = (0, 0);
     let mut meter = UsageMeter::new(call, 0);
     let mut response = if streaming {
-        relay_stream(response, meter, endpoint.full_name(), client_wants_usage)
+        relay_stream(response, meter, endpoint.full_name(), client_wants_usage, upstream.max_answer_bytes)
     } else {
-        let answer: Result<Value, _> = response.json().await;
+        let answer = match upstream.body(response).await {
+            Ok(body) => serde_json::from_slice::<Value>(&body)
+                .map_err(|e| ApiError::new(ErrorCode::UpstreamError, format!("the engine's answer is not JSON: {e}"))),
+            Err(e) => Err(ApiError::from(e)),
+        };
         let mut answer = match answer {
             Ok(answer) => answer,
             Err(e) => {
-                let e = ApiError::new(ErrorCode::UpstreamError, format!("the engine's answer is not JSON: {e}"));
                 meter.finish(0, Some(&e)).await?;
                 return Err(e);
             }
@@ -116,8 +119,15 @@ async fn send(
     Ok(response)
 }
 
-/// Relays the engine's server-sent events, renaming the model and counting tokens.
-fn relay_stream(response: reqwest::Response, meter: UsageMeter, model: String, client_wants_usage: bool) -> Response {
+/// Relays the engine's server-sent events, renaming the model and counting tokens; an event
+/// larger than `max_event_bytes` ends the stream with an error event.
+fn relay_stream(
+    response: reqwest::Response,
+    meter: UsageMeter,
+    model: String,
+    client_wants_usage: bool,
+    max_event_bytes: usize,
+) -> Response {
     struct St {
         bytes: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
         buffer: Vec<u8>,
@@ -136,7 +146,7 @@ fn relay_stream(response: reqwest::Response, meter: UsageMeter, model: String, c
         done: false,
         sent: 0,
     };
-    let events = futures::stream::unfold(state, |mut st| async move {
+    let events = futures::stream::unfold(state, move |mut st| async move {
         loop {
             // One whole event (up to a blank line) from the buffer, if there is one.
             if let Some(end) = st.buffer.windows(2).position(|w| w == b"\n\n") {
@@ -181,13 +191,18 @@ fn relay_stream(response: reqwest::Response, meter: UsageMeter, model: String, c
             if st.done {
                 return None;
             }
+            if st.buffer.len() > max_event_bytes {
+                st.done = true;
+                st.buffer = Vec::new();
+                let message = format!("the engine sent an event of more than {max_event_bytes} bytes");
+                return Some((Ok(Event::default().data(upstream_error(message))), st));
+            }
             match st.bytes.next().await {
                 Some(Ok(bytes)) => st.buffer.extend(bytes.iter().filter(|&&b| b != b'\r')),
                 Some(Err(e)) => {
                     st.done = true;
-                    let error = json!({ "error": { "message": format!("the engine's stream broke: {e}"),
-                                                   "type": "server_error", "code": "upstream_error", "param": null } });
-                    return Some((Ok(Event::default().data(error.to_string())), st));
+                    let error = upstream_error(format!("the engine's stream broke: {e}"));
+                    return Some((Ok(Event::default().data(error)), st));
                 }
                 None => {
                     st.done = true;
@@ -197,4 +212,9 @@ fn relay_stream(response: reqwest::Response, meter: UsageMeter, model: String, c
         }
     });
     sse(events)
+}
+
+/// The error event that ends a relayed stream which cannot go on.
+fn upstream_error(message: String) -> String {
+    super::generation::error_event(&ApiError::new(ErrorCode::UpstreamError, message)).to_string()
 }

@@ -33,7 +33,7 @@ pub async fn get(endpoint: &Endpoint, suffix: &str) -> Result<Response, ApiError
     let up = kserve(endpoint)?;
     let path = format!("/v2/models/{}{suffix}", up.model);
     let response = up.send(up.request(reqwest::Method::GET, &path)).await?;
-    relay(response).await
+    relay(&up, response).await
 }
 
 /// `POST …/infer` with the request's body and tensor headers.
@@ -47,7 +47,7 @@ pub async fn infer(endpoint: &Endpoint, headers: &HeaderMap, body: bytes::Bytes)
         }
     }
     let response = up.send(request).await?;
-    relay(response).await
+    relay(&up, response).await
 }
 
 /// Runs decoded tensors on the engine: one binary v2 request, its answer decoded to tensors
@@ -74,7 +74,7 @@ pub async fn infer_tensors(
         }
         None => None,
     };
-    let body = response.bytes().await.map_err(|e| bad_answer(&up, &format!("an unreadable body ({e})")))?;
+    let body = up.body(response).await?;
     codec::decode_response(body, header_len).map_err(|e| bad_answer(&up, &e.0))
 }
 
@@ -98,7 +98,8 @@ pub async fn metadata(endpoint: &Endpoint) -> Result<ModelMetadata, ApiError> {
     let up = kserve(endpoint)?;
     let path = format!("/v2/models/{}", up.model);
     let response = success(&up, up.send(up.request(reqwest::Method::GET, &path)).await?).await?;
-    let meta: Meta = response.json().await.map_err(|e| bad_answer(&up, &format!("unreadable metadata ({e})")))?;
+    let meta: Meta = serde_json::from_slice(&up.body(response).await?)
+        .map_err(|e| bad_answer(&up, &format!("unreadable metadata ({e})")))?;
     let io = |list: Vec<Io>| -> Result<Vec<TensorMetadata>, ApiError> {
         list.into_iter()
             .map(|t| {
@@ -134,16 +135,13 @@ fn bad_answer(up: &Upstream, what: &str) -> ApiError {
 }
 
 /// The engine's status, tensor headers and body.
-async fn relay(response: reqwest::Response) -> Result<Response, ApiError> {
+async fn relay(up: &Upstream, response: reqwest::Response) -> Result<Response, ApiError> {
     let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let keep: Vec<(&str, HeaderValue)> = [header::CONTENT_TYPE.as_str(), HEADER_LENGTH]
         .into_iter()
         .filter_map(|name| Some((name, HeaderValue::from_bytes(response.headers().get(name)?.as_bytes()).ok()?)))
         .collect();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| ApiError::new(ErrorCode::UpstreamError, format!("reading the engine's answer failed: {e}")))?;
+    let body = up.body(response).await?;
     let status = if status.is_server_error() { StatusCode::BAD_GATEWAY } else { status };
     let mut out = (status, body).into_response();
     for (name, value) in keep {
