@@ -148,4 +148,96 @@ mod tests {
         assert_eq!(usd[1].amount, 1500);
         assert_eq!(usd[2].amount, 200);
     }
+
+    /// A billable call of `tenant` to `alice/x` at `at`, priced 100 per call and 2,000 per 1K
+    /// input tokens (500 tokens: 1,000), so 1,100 micro-USD.
+    fn call_at(tenant: maas_core::TenantId, at: DateTime<Utc>) -> maas_core::usage::UsageRecord {
+        let price = maas_core::billing::PricePlan {
+            currency: "USD".into(),
+            per_call: 100,
+            per_1k_input_tokens: 2000,
+            ..Default::default()
+        };
+        maas_core::usage::UsageRecord {
+            id: uuid::Uuid::now_v7(),
+            tenant_id: tenant,
+            api_key_id: None,
+            deployment_id: maas_core::DeploymentId::new(),
+            deployment: "alice/x".into(),
+            version_id: maas_core::VersionId::new(),
+            model_version: "alice/x@1".into(),
+            api: maas_core::usage::InferenceApi::OpenaiChat,
+            calls: 1,
+            input_tokens: 500,
+            output_tokens: 0,
+            compute_ms: 3,
+            gpu_ms: 0,
+            request_bytes: 100,
+            response_bytes: 100,
+            status: 200,
+            error_code: None,
+            latency_us: 1000,
+            at,
+            billable: true,
+            cost_micros: price.cost(1, 500, 0, 3),
+            price,
+        }
+    }
+
+    /// A past month's invoice is computed from its records once, stored, and never changes,
+    /// even when a late record for that month arrives; the current month's is an open preview
+    /// that follows its records. Runs on a real SQLite store.
+    #[tokio::test]
+    async fn a_closed_month_is_invoiced_once_and_never_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = maas_store::open(&format!("sqlite:{}", dir.path().join("maas.db").display())).await.unwrap();
+        let user = maas_store::NewUser {
+            username: "alice".into(),
+            email: "alice@example.com".into(),
+            password_hash: "$argon2id$x".into(),
+        };
+        let (_, tenant) = store.register_user(user).await.unwrap();
+        let alice = store.scoped(tenant.id);
+        let day = |d: u32, h: u32| Utc.with_ymd_and_hms(2026, 10, d, h, 0, 0).unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 11, 3, 9, 0, 0).unwrap();
+        let october = [call_at(tenant.id, day(2, 8)), call_at(tenant.id, day(31, 23))];
+        let november = call_at(tenant.id, Utc.with_ymd_and_hms(2026, 11, 2, 9, 0, 0).unwrap());
+        store.insert_usage(&[october[0].clone(), october[1].clone(), november], false).await.unwrap();
+
+        let closed = month(alice.as_ref(), "2026-10", now).await.unwrap();
+        assert_eq!(closed.len(), 1, "{closed:?}");
+        let stored = &closed[0];
+        assert_eq!((stored.id.as_str(), stored.status), ("2026-10-USD", InvoiceStatus::Closed));
+        let quantities: Vec<(BillingMeter, i64, i64)> =
+            stored.lines.iter().map(|l| (l.meter, l.quantity, l.amount)).collect();
+        assert_eq!(quantities, [(BillingMeter::Calls, 2, 200), (BillingMeter::InputTokens, 1000, 2000)]);
+        assert_eq!(stored.total, 2200);
+
+        // A late record for October (a replica that was cut off, replayed) changes nothing.
+        store.insert_usage(&[call_at(tenant.id, day(15, 12))], false).await.unwrap();
+        let later = now + chrono::Duration::days(40);
+        assert_eq!(&month(alice.as_ref(), "2026-10", later).await.unwrap()[0], stored);
+        assert_eq!(&invoice(alice.as_ref(), "2026-10-USD", later).await.unwrap(), stored);
+
+        // November is still open on the 3rd: a preview that counts a new record.
+        let open = invoice(alice.as_ref(), "2026-11-USD", now).await.unwrap();
+        assert_eq!((open.status, open.total), (InvoiceStatus::Open, 1100));
+        store
+            .insert_usage(&[call_at(tenant.id, Utc.with_ymd_and_hms(2026, 11, 3, 8, 0, 0).unwrap())], false)
+            .await
+            .unwrap();
+        assert_eq!(invoice(alice.as_ref(), "2026-11-USD", now).await.unwrap().total, 2200);
+        let listed: Vec<(String, InvoiceStatus)> =
+            recent(alice.as_ref(), 3, now).await.unwrap().into_iter().map(|i| (i.id, i.status)).collect();
+        assert_eq!(
+            listed,
+            [("2026-11-USD".to_owned(), InvoiceStatus::Open), ("2026-10-USD".to_owned(), InvoiceStatus::Closed)]
+        );
+
+        // Unknown currencies, malformed ids and months to come have no invoice.
+        for id in ["2026-10-EUR", "2026-1-USD", "nope", "2026-12-USD"] {
+            let e = invoice(alice.as_ref(), id, now).await.unwrap_err();
+            assert!(matches!(e, MeteringError::InvoiceNotFound(_)), "{id}: {e:?}");
+        }
+    }
 }
