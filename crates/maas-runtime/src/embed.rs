@@ -783,10 +783,13 @@ fn softmax(v: &mut [f32]) {
 
 /// e^x for x ≤ 0 (softmax's range) without a library call, so that loops over it vectorise:
 /// 2^k · e^r with r = x − k·ln 2 in [−ln2/2, ln2/2] and a degree-6 polynomial for e^r;
-/// relative error about 2e-7. Below −87 it is e^−87 (≈ 2e-38), above 0 it is 1.
+/// relative error about 2e-7. Below −87 it is e^−87 (≈ 2e-38), above 0 it is 1. k is rounded
+/// by adding and subtracting 1.5·2²³ (exact for |k| < 2²²): `f32::round` is a call to libm's
+/// `roundf` on baseline x86-64, which kept the softmax loop scalar.
 fn exp(x: f32) -> f32 {
+    const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 0.0);
-    let k = (x * std::f32::consts::LOG2_E).round();
+    let k = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
     let r = x - k * 0.693_145_75 - k * 1.428_606_8e-6;
     let mut p = 1.0 / 720.0;
     for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
