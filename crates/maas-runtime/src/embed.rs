@@ -321,7 +321,7 @@ impl Weights {
     }
 
     /// Linear layers `names` (PyTorch layout `[out, in]`) stacked as one `[Σ out, in]`
-    /// product (e.g. query, key and value at once).
+    /// product (e.g. query, key and value at once), kept transposed as `[in, Σ out]`.
     fn dense(&self, names: &[&str], inputs: usize, outputs: usize) -> Result<Dense, RuntimeError> {
         let mut weights = Vec::with_capacity(names.len());
         let mut bias = Vec::with_capacity(names.len() * outputs);

@@ -136,6 +136,8 @@ fn relay_stream(
         client_wants_usage: bool,
         done: bool,
         sent: usize,
+        /// How much of `buffer` is known to hold no event end (so each byte is searched once).
+        searched: usize,
     }
     let state = St {
         bytes: response.bytes_stream().boxed(),
@@ -145,11 +147,16 @@ fn relay_stream(
         client_wants_usage,
         done: false,
         sent: 0,
+        searched: 0,
     };
     let events = futures::stream::unfold(state, move |mut st| async move {
         loop {
             // One whole event (up to a blank line) from the buffer, if there is one.
-            if let Some(end) = st.buffer.windows(2).position(|w| w == b"\n\n") {
+            let unsearched = st.buffer.get(st.searched..).unwrap_or_default();
+            let end = unsearched.windows(2).position(|w| w == b"\n\n").map(|i| st.searched + i);
+            st.searched = st.buffer.len().saturating_sub(1);
+            if let Some(end) = end {
+                st.searched = 0;
                 let raw: Vec<u8> = st.buffer.drain(..end + 2).collect();
                 let text = String::from_utf8_lossy(&raw);
                 let data: String = text
@@ -193,7 +200,7 @@ fn relay_stream(
             }
             if st.buffer.len() > max_event_bytes {
                 st.done = true;
-                st.buffer = Vec::new();
+                (st.buffer, st.searched) = (Vec::new(), 0);
                 let message = format!("the engine sent an event of more than {max_event_bytes} bytes");
                 return Some((Ok(Event::default().data(upstream_error(message))), st));
             }
