@@ -360,13 +360,27 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, RuntimeError> {
 }
 
 /// Reads every weight into memory (kept on the CPU; the `VarBuilder` moves each tensor to the
-/// device and dtype the model asks for).
+/// device and dtype the model asks for). The projection matrices keep their `[out, in]` shape
+/// but are stored column-major: candle's `Linear` multiplies by `weightᵀ`, which is then a
+/// contiguous row-major matrix that the matrix kernel packs with vector loads instead of one
+/// strided value at a time (decision 009).
 fn load_weights(dir: &Path) -> Result<HashMap<String, Tensor>, RuntimeError> {
     let mut tensors = HashMap::new();
     for file in weight_files(dir)? {
         let shard = candle_core::safetensors::load(&file, &Device::Cpu)
             .map_err(|e| RuntimeError::Load(format!("cannot read {}: {e}", file.display())))?;
-        tensors.extend(shard);
+        for (name, tensor) in shard {
+            let tensor = if name.ends_with("_proj.weight") && tensor.rank() == 2 {
+                tensor
+                    .t()
+                    .and_then(|t| t.contiguous())
+                    .and_then(|t| t.t())
+                    .map_err(|e| RuntimeError::Load(format!("{name} in {}: {e}", file.display())))?
+            } else {
+                tensor
+            };
+            tensors.insert(name, tensor);
+        }
     }
     Ok(tensors)
 }
