@@ -726,31 +726,28 @@ impl Bert {
         }
     }
 
-    /// Attention of one text of `n` tokens, head by head. The head's queries (scaled) and
-    /// values are gathered with their bias into contiguous rows, its keys into columns, so
-    /// that every inner loop runs over contiguous values.
+    /// Attention of one text of `n` tokens, head by head. The head's queries (scaled), keys
+    /// and values are gathered with their bias into contiguous rows; a score is a [`dot`] of
+    /// a query row and a key row.
     fn attend(&self, qkv: &[f32], bias: &[f32], n: usize, context: &mut [f32], s: &mut Scratch) {
         let h = self.hidden;
         let d = h / self.heads;
         let scale = 1.0 / (d as f32).sqrt();
         s.scores.resize(n, 0.0);
-        s.keys.resize(d * n, 0.0);
         for head in 0..self.heads {
             let (q0, k0, v0) = (head * d, h + head * d, 2 * h + head * d);
             s.queries.clear();
+            s.keys.clear();
             s.values.clear();
-            for (j, token) in qkv.chunks_exact(3 * h).enumerate() {
+            for token in qkv.chunks_exact(3 * h) {
                 let q = token[q0..q0 + d].iter().zip(&bias[q0..q0 + d]);
                 s.queries.extend(q.map(|(x, b)| (x + b) * scale));
+                s.keys.extend(token[k0..k0 + d].iter().zip(&bias[k0..k0 + d]).map(|(x, b)| x + b));
                 s.values.extend(token[v0..v0 + d].iter().zip(&bias[v0..v0 + d]).map(|(x, b)| x + b));
-                for (c, (x, b)) in token[k0..k0 + d].iter().zip(&bias[k0..k0 + d]).enumerate() {
-                    s.keys[c * n + j] = x + b;
-                }
             }
             for (i, q) in s.queries.chunks_exact(d).enumerate() {
-                s.scores.fill(0.0);
-                for (&qc, keys) in q.iter().zip(s.keys.chunks_exact(n)) {
-                    s.scores.iter_mut().zip(keys).for_each(|(score, k)| *score += qc * k);
+                for (score, k) in s.scores.iter_mut().zip(s.keys.chunks_exact(d)) {
+                    *score = dot(q, k);
                 }
                 softmax(&mut s.scores);
                 let out = &mut context[i * h + head * d..i * h + head * d + d];
@@ -767,10 +764,23 @@ impl Bert {
 #[derive(Default)]
 struct Scratch {
     queries: Vec<f32>,
-    /// `[d, n]`: key component c of token j at `c·n + j`.
     keys: Vec<f32>,
     values: Vec<f32>,
     scores: Vec<f32>,
+}
+
+/// The dot product of `a` and `b` in eight interleaved sums, so that it vectorises (a single
+/// running sum must stay scalar: f32 addition is not reassociated).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a8.remainder().iter().zip(b8.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in a8.zip(b8) {
+        for l in 0..8 {
+            lanes[l] += x[l] * y[l];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// Softmax in place.
@@ -1118,5 +1128,12 @@ mod tests {
         let mut z = [0.0, 0.0];
         normalize(&mut z);
         assert_eq!(z, [0.0, 0.0], "a zero vector stays zero");
+        // Lengths with and without a remainder past the eight lanes.
+        for len in [3, 8, 32, 35] {
+            let a: Vec<f32> = (0..len).map(|i| (i as f32 * 0.37).sin()).collect();
+            let b: Vec<f32> = (0..len).map(|i| (i as f32 * 0.11).cos()).collect();
+            let want: f64 = a.iter().zip(&b).map(|(&x, &y)| x as f64 * y as f64).sum();
+            assert!((dot(&a, &b) as f64 - want).abs() < 1e-5, "dot of {len} values");
+        }
     }
 }
