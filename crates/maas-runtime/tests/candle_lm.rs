@@ -1,7 +1,9 @@
 //! The candle engine on SmolLM2-135M converted to safetensors (scripts/gguf_to_safetensors.py):
 //! tokenization and greedy decoding against llama.cpp (its reference run, and its tokenizer on
-//! the source GGUF), independent slots (also for Mistral/Qwen2/Qwen3 with tiny random weights),
-//! and load errors. Needs MAAS_TEST_MODELS_DIR, which scripts/test.sh sets.
+//! the source GGUF), slots decoding together in one step, and load errors. With tiny random
+//! weights for each architecture (Llama, Mistral, Qwen2, Qwen3), the logits against
+//! candle-transformers' implementation of the same model, and slots that stay apart. Needs
+//! MAAS_TEST_MODELS_DIR, which scripts/test.sh sets.
 
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, OnceLock};
@@ -184,6 +186,8 @@ fn refuses_bad_chunks() {
     assert!(invalid(engine.step(&[SeqChunk { slot: 2, pos: 0, tokens: &[1] }])));
     assert!(invalid(engine.step(&[SeqChunk { slot: 0, pos: 0, tokens: &[] }])));
     assert!(invalid(engine.step(&[SeqChunk { slot: 0, pos: 0, tokens: &[49152] }])));
+    let twice = [SeqChunk { slot: 1, pos: 0, tokens: &[1] }, SeqChunk { slot: 1, pos: 0, tokens: &[1] }];
+    assert!(invalid(engine.step(&twice)));
     let too_long = vec![198; 4097];
     let result = engine.step(&[SeqChunk { slot: 0, pos: 0, tokens: &too_long }]);
     assert!(matches!(result, Err(RuntimeError::ContextLength(_))), "{result:?}");
@@ -207,35 +211,70 @@ fn unknown_architecture_is_a_load_error() {
     }
 }
 
-/// A model folder with random weights of a small `model_type` model and SmolLM2's tokenizer:
-/// candle builds the model once from a `VarMap`, which creates every weight it asks for.
-fn tiny_model(model_type: &str) -> tempfile::TempDir {
+const TINY_TYPES: [&str; 4] = ["llama", "mistral", "qwen2", "qwen3"];
+
+/// candle-transformers' implementation of a tiny model: its logits after the last token of
+/// `tokens`, fed at position `pos` (the model keeps its own cache).
+enum Reference {
+    Llama(Box<candle_transformers::models::llama::Llama>, candle_transformers::models::llama::Cache),
+    Mistral(candle_transformers::models::mistral::Model),
+    Qwen2(candle_transformers::models::qwen2::ModelForCausalLM),
+    Qwen3(candle_transformers::models::qwen3::ModelForCausalLM),
+}
+
+impl Reference {
+    fn logits(&mut self, tokens: &[u32], pos: usize) -> Vec<f32> {
+        let input = candle_core::Tensor::new(tokens, &candle_core::Device::Cpu).unwrap().unsqueeze(0).unwrap();
+        let logits = match self {
+            Reference::Llama(model, cache) => model.forward(&input, pos, cache),
+            Reference::Mistral(model) => model.forward(&input, pos),
+            Reference::Qwen2(model) => model.forward(&input, pos),
+            Reference::Qwen3(model) => model.forward(&input, pos),
+        };
+        logits.unwrap().flatten_all().unwrap().to_vec1().unwrap()
+    }
+}
+
+/// A model folder with random weights of a small `model_type` model and SmolLM2's tokenizer
+/// (candle-transformers builds the model from a `VarMap`, which creates every weight it asks
+/// for), and that reference model. The Llama shares its embeddings with the output layer;
+/// Qwen2 has q/k/v biases and Qwen3 per-head norms.
+fn tiny_model(model_type: &str) -> (tempfile::TempDir, Reference) {
     use candle_core::{DType, Device};
     use candle_nn::{VarBuilder, VarMap};
-    use candle_transformers::models::{mistral, qwen2, qwen3};
+    use candle_transformers::models::{llama, mistral, qwen2, qwen3};
 
     let config = serde_json::json!({
         "model_type": model_type, "vocab_size": 49152, "hidden_size": 64, "intermediate_size": 128,
         "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
         "max_position_embeddings": 256, "rope_theta": 10000.0, "rms_norm_eps": 1e-6, "hidden_act": "silu",
-        "tie_word_embeddings": false, "attention_bias": false, "sliding_window": 4096, "max_window_layers": 2,
-        "use_sliding_window": false, "eos_token_id": 2,
+        "tie_word_embeddings": model_type == "llama", "attention_bias": false, "sliding_window": 4096,
+        "max_window_layers": 2, "use_sliding_window": false, "eos_token_id": 2,
     });
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    match model_type {
-        "mistral" => drop(mistral::Model::new(&serde_json::from_value(config.clone()).unwrap(), vb).unwrap()),
-        "qwen2" => drop(qwen2::ModelForCausalLM::new(&serde_json::from_value(config.clone()).unwrap(), vb).unwrap()),
-        "qwen3" => drop(qwen3::ModelForCausalLM::new(&serde_json::from_value(config.clone()).unwrap(), vb).unwrap()),
+    let reference = match model_type {
+        "llama" => {
+            let cfg = serde_json::from_value::<llama::LlamaConfig>(config.clone()).unwrap().into_config(false);
+            let cache = llama::Cache::new(true, DType::F32, &cfg, &Device::Cpu).unwrap();
+            Reference::Llama(Box::new(llama::Llama::load(vb, &cfg).unwrap()), cache)
+        }
+        "mistral" => Reference::Mistral(mistral::Model::new(&parse(&config), vb).unwrap()),
+        "qwen2" => Reference::Qwen2(qwen2::ModelForCausalLM::new(&parse(&config), vb).unwrap()),
+        "qwen3" => Reference::Qwen3(qwen3::ModelForCausalLM::new(&parse(&config), vb).unwrap()),
         other => panic!("no tiny {other}"),
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     varmap.save(dir.path().join("model.safetensors")).unwrap();
     std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
     for file in ["tokenizer.json", "tokenizer_config.json"] {
         std::fs::copy(model_dir().join(file), dir.path().join(file)).unwrap();
     }
-    dir
+    (dir, reference)
+}
+
+fn parse<T: serde::de::DeserializeOwned>(config: &serde_json::Value) -> T {
+    serde_json::from_value(config.clone()).unwrap()
 }
 
 fn max_difference(a: &[f32], b: &[f32]) -> f32 {
@@ -243,28 +282,56 @@ fn max_difference(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
-/// Architectures whose cache lives in the model (one clone per slot): a sequence's logits are
-/// the same alone, beside another slot, and after a release.
+fn tiny_engine(dir: &std::path::Path, slots: usize) -> CandleLmEngine {
+    let config = CandleLmConfig { threads: 0, max_sequences: slots, context_length: Some(100_000) };
+    CandleLmEngine::load(dir, &config).unwrap()
+}
+
+/// Our decoder computes what candle-transformers computes, for a prompt and then one token
+/// at a time, for every architecture.
 #[test]
-fn model_clones_keep_slots_apart() {
-    for model_type in ["mistral", "qwen2", "qwen3"] {
-        let dir = tiny_model(model_type);
-        let config = CandleLmConfig { threads: 0, max_sequences: 2, context_length: Some(100_000) };
-        let mut engine = CandleLmEngine::load(dir.path(), &config).unwrap();
+fn logits_match_candle_transformers() {
+    for model_type in TINY_TYPES {
+        let (dir, mut reference) = tiny_model(model_type);
+        let mut engine = tiny_engine(dir.path(), 1);
         assert_eq!(engine.info().architecture, model_type);
         assert_eq!(engine.info().context_length, 256, "capped at max_position_embeddings");
+        let prompt = engine.tokenize(PROMPT, true).unwrap();
+        let mut pos = 0;
+        for tokens in [&prompt[..], &[504], &[3575], &[282]] {
+            let ours = engine.step(&[SeqChunk { slot: 0, pos, tokens }]).unwrap().remove(0);
+            let theirs = reference.logits(tokens, pos);
+            let scale = theirs.iter().fold(0f32, |m, x| m.max(x.abs()));
+            assert!(scale > 0.0);
+            let difference = max_difference(&ours, &theirs);
+            assert!(difference < 1e-4 * scale.max(1.0), "{model_type} at {pos}: {difference} (scale {scale})");
+            pos += tokens.len();
+        }
+    }
+}
+
+/// Slots that share a step (one prefilling while another decodes, then both decoding) give
+/// the logits each gives alone, and a released slot starts afresh.
+#[test]
+fn slots_in_one_step_match_slots_alone() {
+    for model_type in TINY_TYPES {
+        let (dir, _) = tiny_model(model_type);
+        let mut engine = tiny_engine(dir.path(), 2);
         let a = engine.tokenize(PROMPT, true).unwrap();
         let b = engine.tokenize(OTHER_PROMPT, true).unwrap();
         let run_a = |engine: &mut CandleLmEngine, beside: bool| {
             let mut rows = Vec::new();
-            for (i, tokens) in [&a[..], &[504], &[3575]].into_iter().enumerate() {
+            for (i, tokens) in [&a[..], &[504], &[3575], &[282]].into_iter().enumerate() {
                 let pos = if i == 0 { 0 } else { a.len() + i - 1 };
                 let mut chunks = vec![SeqChunk { slot: 0, pos, tokens }];
-                if beside {
-                    let (pos, tokens) = if i == 0 { (0, &b[..]) } else { (b.len() + i - 1, &[30][..]) };
+                // Slot 1 joins at the second step with its whole prompt, then decodes.
+                if beside && i > 0 {
+                    let (pos, tokens) = if i == 1 { (0, &b[..]) } else { (b.len() + i - 2, &[30][..]) };
                     chunks.push(SeqChunk { slot: 1, pos, tokens });
                 }
-                rows.push(engine.step(&chunks).unwrap().remove(0));
+                let logits = engine.step(&chunks).unwrap();
+                assert_eq!(logits.len(), chunks.len());
+                rows.push(logits.into_iter().next().unwrap());
             }
             rows
         };
@@ -272,6 +339,7 @@ fn model_clones_keep_slots_apart() {
         engine.release(0);
         let beside = run_a(&mut engine, true);
         engine.release(0);
+        engine.release(1);
         let again = run_a(&mut engine, false);
         for ((x, y), z) in alone.iter().zip(&beside).zip(&again) {
             assert_eq!(x.len(), 49152);
@@ -281,27 +349,35 @@ fn model_clones_keep_slots_apart() {
     }
 }
 
-/// Decode speed (run with `--release -- --ignored --nocapture`): prompt, then 64 greedy tokens.
+/// Decode speed (run with `--release -- --ignored --nocapture`): 1, 2 and 4 sequences each
+/// prefill the prompt, then decode 32 greedy tokens together, one step per token.
 #[test]
 #[ignore]
 fn decode_speed() {
-    let mut engine = engine();
+    let config = CandleLmConfig { threads: 0, max_sequences: 4, context_length: None };
+    let mut engine = CandleLmEngine::load(&model_dir(), &config).unwrap();
     let prompt = engine.tokenize(OTHER_PROMPT, true).unwrap();
-    let start = Instant::now();
-    let mut logits = engine.step(&[SeqChunk { slot: 0, pos: 0, tokens: &prompt }]).unwrap().remove(0);
-    let prefill = start.elapsed();
-    let start = Instant::now();
-    let n = 64;
-    for i in 0..n {
-        let next = argmax(&logits);
-        logits = engine.step(&[SeqChunk { slot: 0, pos: prompt.len() + i, tokens: &[next] }]).unwrap().remove(0);
+    for slots in [1, 2, 4] {
+        let start = Instant::now();
+        let chunks: Vec<SeqChunk<'_>> = (0..slots).map(|slot| SeqChunk { slot, pos: 0, tokens: &prompt }).collect();
+        let mut logits = engine.step(&chunks).unwrap();
+        let prefill = start.elapsed();
+        let start = Instant::now();
+        let n = 32;
+        for i in 0..n {
+            let next: Vec<u32> = logits.iter().map(|l| argmax(l)).collect();
+            let chunks: Vec<SeqChunk<'_>> =
+                (0..slots).map(|slot| SeqChunk { slot, pos: prompt.len() + i, tokens: &next[slot..=slot] }).collect();
+            logits = engine.step(&chunks).unwrap();
+        }
+        let decode = start.elapsed();
+        println!(
+            "{slots} sequence(s): prefill {} tokens each in {prefill:?}; {n} decode steps in {decode:?} \
+             ({:.1} ms/step, {:.1} tok/s in all); candle threads {}",
+            prompt.len(),
+            decode.as_secs_f64() * 1000.0 / n as f64,
+            (n * slots) as f64 / decode.as_secs_f64(),
+            candle_core::utils::get_num_threads()
+        );
     }
-    let decode = start.elapsed();
-    println!(
-        "prompt {} tokens in {prefill:?} ({:.1} tok/s); decode {n} tokens in {decode:?} ({:.1} tok/s); candle threads {}",
-        prompt.len(),
-        prompt.len() as f64 / prefill.as_secs_f64(),
-        n as f64 / decode.as_secs_f64(),
-        candle_core::utils::get_num_threads()
-    );
 }

@@ -324,6 +324,37 @@ async fn concurrent_streams_and_a_client_that_leaves() {
     assert!(cut["input_tokens"].as_i64().unwrap() > 5, "{cut}");
 }
 
+/// Safetensors weights (SmolLM2 converted from the GGUF) run on the candle decoder: chats sent
+/// at once decode together in one replica, and each gets the greedy answer it gets alone.
+#[tokio::test]
+async fn safetensors_models_answer_concurrent_chats() {
+    let s = start();
+    let alice = user(&s, "alice").await.unwrap();
+    let repo = "alice/smollm-st";
+    let files = files_of(&models_dir().join("smollm2_safetensors"));
+    publish(&s, &alice, repo, "1", ("text-generation", "private", "safetensors"), &files).await;
+    drop(files);
+    let extra = json!({ "threads": 2, "timeout_ms": 300000, "generation": { "max_sequences": 4 } });
+    let status = deploy(&s, &alice, repo, repo, "1", extra).await;
+    assert_eq!(status["ready"], true, "{status}");
+    let key = api_key(&s, &alice, "alice", &["infer"]).await;
+    let ask = || {
+        client().post(s.at("/v1/chat/completions")).bearer_auth(&key).json(&json!({
+            "model": repo, "temperature": 0, "max_tokens": 16,
+            "messages": [{ "role": "system", "content": "You are a helpful assistant." },
+                         { "role": "user", "content": "What is the capital of France?" }] }))
+    };
+    let (status, alone) = call(ask()).await;
+    assert_eq!(status, StatusCode::OK, "{alone}");
+    assert_eq!(alone["choices"][0]["message"]["content"], PARIS, "{alone}");
+    let answers = futures::future::join_all((0..4).map(|_| call(ask()))).await;
+    for (status, body) in &answers {
+        assert_eq!(*status, StatusCode::OK, "{body}");
+        assert_eq!(body["choices"][0]["message"]["content"], PARIS, "{body}");
+        assert_eq!(body["usage"], alone["usage"], "{body}");
+    }
+}
+
 /// `max_tokens_per_day` counts the tokens calls really used (estimated at admission, corrected
 /// after the call): embeddings are admitted until the day's tokens are spent, then refused with
 /// a 429 in the OpenAI shape until the quota is raised.

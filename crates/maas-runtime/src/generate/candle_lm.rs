@@ -2,28 +2,23 @@
 //!
 //! A model is a Hugging Face folder: `config.json`, the weights (`model.safetensors`, or shards
 //! listed in `model.safetensors.index.json`), `tokenizer.json`, `tokenizer_config.json` and
-//! optionally `generation_config.json`. candle keeps a sequence's attention (KV) cache either
-//! beside the weights (llama: a `Cache` value) or inside the model (qwen2, qwen3, mistral);
-//! every slot gets its own: one `Cache` per slot, or one clone of the model per slot (candle
-//! tensors are reference-counted, so the clones share the weights and own only their caches).
-//!
-//! A [`LmEngine::step`] runs its chunks one after another, one forward pass per chunk, on a
-//! rayon pool of the engine's own (`threads` threads), where candle's CPU matrix products split.
+//! optionally `generation_config.json`. The network is [`decoder`](super::decoder), which keeps
+//! a key/value cache per slot and runs all chunks of a [`LmEngine::step`] in one forward pass
+//! (the weights are read once per step, however many sequences decode), on a rayon pool of the
+//! engine's own (`threads` threads), where candle's CPU matrix products split.
 //!
 //! The weights run on the CPU in F32, or, when the crate is built with the `cuda` feature and a
 //! GPU is present, on GPU 0 in BF16.
 
 use std::collections::HashMap;
-use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
-use candle_transformers::models::{llama, mistral, qwen2, qwen3};
 use serde_json::Value;
 use tokenizers::Tokenizer;
 
+use super::decoder::{Decoder, DecoderConfig};
 use super::engine::{LmEngine, LmInfo, SeqChunk};
 use crate::RuntimeError;
 
@@ -62,7 +57,7 @@ pub struct CandleLmEngine {
     plain_tokenizer: Tokenizer,
     /// The bytes of each token id (`vocab_size` entries).
     pieces: Vec<Vec<u8>>,
-    model: SlotModels,
+    model: Decoder,
     /// How many tokens each slot's cache holds.
     lens: Vec<usize>,
     device: Device,
@@ -92,8 +87,9 @@ impl CandleLmEngine {
         }
         let pool = crate::candle_threads::pool(config.threads, "candle-lm")?;
         let (device, dtype) = device_and_dtype()?;
-        let vb = VarBuilder::from_tensors(load_weights(dir)?, dtype, &device);
-        let model = SlotModels::load(&architecture, &model_config, vb, dtype, &device, config.max_sequences)?;
+        let decoder_config = DecoderConfig::parse(&architecture, &model_config)?;
+        let model =
+            Decoder::load(decoder_config, load_weights(dir)?, dtype, &device, config.max_sequences, context_length)?;
         let tokenizer_file = dir.join("tokenizer.json");
         let tokenizer = Tokenizer::from_file(&tokenizer_file)
             .map_err(|e| RuntimeError::Load(format!("cannot read {}: {e}", tokenizer_file.display())))?;
@@ -144,24 +140,34 @@ impl CandleLmEngine {
         Ok(())
     }
 
-    /// Feeds one chunk to its slot (starting the slot afresh when the chunk starts at 0) and
-    /// returns the logits after its last token. A failed forward pass leaves the slot empty.
-    fn run_chunk(&mut self, chunk: &SeqChunk<'_>) -> Result<Vec<f32>, RuntimeError> {
-        self.check_chunk(chunk)?;
-        if chunk.pos == 0 && self.lens[chunk.slot] > 0 {
-            self.release(chunk.slot);
+    /// Runs every chunk in one forward pass (checked first: nothing runs if one is bad) and
+    /// returns the logits after each chunk's last token. A chunk at position 0 starts its slot
+    /// afresh. A failed pass empties every slot of the step.
+    fn run(&mut self, chunks: &[SeqChunk<'_>]) -> Result<Vec<Vec<f32>>, RuntimeError> {
+        for (i, chunk) in chunks.iter().enumerate() {
+            self.check_chunk(chunk)?;
+            if chunks[..i].iter().any(|other| other.slot == chunk.slot) {
+                return Err(RuntimeError::InvalidInput(format!("two chunks for slot {} in one step", chunk.slot)));
+            }
         }
-        let result = Tensor::new(chunk.tokens, &self.device)
-            .and_then(|t| t.unsqueeze(0))
-            .and_then(|input| self.model.forward(chunk.slot, &input, chunk.pos))
-            .and_then(|logits| logits.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>());
+        if chunks.is_empty() {
+            return Ok(Vec::new());
+        }
+        for chunk in chunks {
+            if chunk.pos == 0 && self.lens[chunk.slot] > 0 {
+                self.release(chunk.slot);
+            }
+        }
+        let result = self.model.forward(chunks).and_then(|logits| logits.to_dtype(DType::F32)?.to_vec2::<f32>());
         match result {
             Ok(logits) => {
-                self.lens[chunk.slot] = chunk.pos + chunk.tokens.len();
+                for chunk in chunks {
+                    self.lens[chunk.slot] = chunk.pos + chunk.tokens.len();
+                }
                 Ok(logits)
             }
             Err(e) => {
-                self.release(chunk.slot);
+                chunks.iter().for_each(|chunk| self.release(chunk.slot));
                 Err(RuntimeError::Inference(format!("candle forward pass failed: {e}")))
             }
         }
@@ -187,111 +193,18 @@ impl LmEngine for CandleLmEngine {
         self.pieces.get(token as usize).cloned().unwrap_or_default()
     }
 
-    /// Runs the chunks one after another. On an error, chunks before the failing one have
-    /// advanced their slots; the failing chunk's slot is emptied.
+    /// Runs all chunks in one forward pass; on an error every slot of the step is emptied.
     fn step(&mut self, chunks: &[SeqChunk<'_>]) -> Result<Vec<Vec<f32>>, RuntimeError> {
         let pool = Arc::clone(&self.pool);
-        pool.install(|| chunks.iter().map(|chunk| self.run_chunk(chunk)).collect())
+        pool.install(|| self.run(chunks))
     }
 
     fn release(&mut self, slot: usize) {
         if let Some(len) = self.lens.get_mut(slot) {
             *len = 0;
-            self.model.reset(slot);
+            self.model.clear(slot);
         }
     }
-}
-
-/// The model with one KV cache per slot.
-enum SlotModels {
-    Llama(Box<LlamaSlots>),
-    /// One clone of the model per slot (shared weights, own caches).
-    Mistral(Vec<mistral::Model>),
-    Qwen2(Vec<qwen2::ModelForCausalLM>),
-    Qwen3(Vec<qwen3::ModelForCausalLM>),
-}
-
-/// Llama: one set of weights, one `Cache` per slot.
-struct LlamaSlots {
-    weights: llama::Llama,
-    /// An empty cache, cloned to reset a slot.
-    fresh: llama::Cache,
-    caches: Vec<llama::Cache>,
-}
-
-impl SlotModels {
-    /// Builds the model of `architecture` from `config.json` and the weights in `vb`.
-    fn load(
-        architecture: &str,
-        config: &Value,
-        vb: VarBuilder<'_>,
-        dtype: DType,
-        device: &Device,
-        slots: usize,
-    ) -> Result<SlotModels, RuntimeError> {
-        let load_err =
-            |e: candle_core::Error| RuntimeError::Load(format!("cannot build the {architecture} model: {e}"));
-        match architecture {
-            "llama" => {
-                let cfg = parse_config::<llama::LlamaConfig>(config)?.into_config(false);
-                let weights = catch_panic(|| llama::Llama::load(vb, &cfg))?.map_err(load_err)?;
-                let fresh = llama::Cache::new(true, dtype, &cfg, device).map_err(load_err)?;
-                Ok(SlotModels::Llama(Box::new(LlamaSlots { weights, caches: vec![fresh.clone(); slots], fresh })))
-            }
-            "mistral" => {
-                let cfg = parse_config::<mistral::Config>(config)?;
-                let model = catch_panic(|| mistral::Model::new(&cfg, vb))?.map_err(load_err)?;
-                Ok(SlotModels::Mistral(vec![model; slots]))
-            }
-            "qwen2" => {
-                let cfg = parse_config::<qwen2::Config>(config)?;
-                let model = catch_panic(|| qwen2::ModelForCausalLM::new(&cfg, vb))?.map_err(load_err)?;
-                Ok(SlotModels::Qwen2(vec![model; slots]))
-            }
-            "qwen3" => {
-                let cfg = parse_config::<qwen3::Config>(config)?;
-                let model = catch_panic(|| qwen3::ModelForCausalLM::new(&cfg, vb))?.map_err(load_err)?;
-                Ok(SlotModels::Qwen3(vec![model; slots]))
-            }
-            other => Err(unsupported(other)),
-        }
-    }
-
-    /// One forward pass of `input` (`[1, n]` token ids at positions `pos..pos + n`) through
-    /// `slot`'s cache; the logits after the last token.
-    fn forward(&mut self, slot: usize, input: &Tensor, pos: usize) -> candle_core::Result<Tensor> {
-        let missing = || candle_core::Error::Msg(format!("slot {slot} does not exist"));
-        match self {
-            SlotModels::Llama(llama) => {
-                let LlamaSlots { weights, caches, .. } = &mut **llama;
-                weights.forward(input, pos, caches.get_mut(slot).ok_or_else(missing)?)
-            }
-            SlotModels::Mistral(models) => models.get_mut(slot).ok_or_else(missing)?.forward(input, pos),
-            SlotModels::Qwen2(models) => models.get_mut(slot).ok_or_else(missing)?.forward(input, pos),
-            SlotModels::Qwen3(models) => models.get_mut(slot).ok_or_else(missing)?.forward(input, pos),
-        }
-    }
-
-    /// Empties `slot`'s cache.
-    fn reset(&mut self, slot: usize) {
-        match self {
-            SlotModels::Llama(llama) => {
-                if let Some(cache) = llama.caches.get_mut(slot) {
-                    *cache = llama.fresh.clone();
-                }
-            }
-            SlotModels::Mistral(models) => models.get_mut(slot).into_iter().for_each(|m| m.clear_kv_cache()),
-            SlotModels::Qwen2(models) => models.get_mut(slot).into_iter().for_each(|m| m.clear_kv_cache()),
-            SlotModels::Qwen3(models) => models.get_mut(slot).into_iter().for_each(|m| m.clear_kv_cache()),
-        }
-    }
-}
-
-/// Runs model construction, turning a panic (candle's llama loader unwraps a missing layer
-/// tensor) into a load error.
-fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, RuntimeError> {
-    panic::catch_unwind(AssertUnwindSafe(f))
-        .map_err(|payload| RuntimeError::Load(format!("the model is incomplete: {}", crate::panic_message(&*payload))))
 }
 
 fn unsupported(architecture: &str) -> RuntimeError {
@@ -315,10 +228,6 @@ fn architecture(config: &Value) -> Result<String, RuntimeError> {
         _ => String::new(),
     };
     if SUPPORTED.contains(&name.as_str()) { Ok(name) } else { Err(unsupported(&name)) }
-}
-
-fn parse_config<T: serde::de::DeserializeOwned>(config: &Value) -> Result<T, RuntimeError> {
-    T::deserialize(config).map_err(|e| RuntimeError::Load(format!("config.json: {e}")))
 }
 
 /// GPU 0 in BF16 when built with `cuda` and a GPU is present, else the CPU in F32 (candle's
@@ -359,28 +268,14 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, RuntimeError> {
     Ok(files)
 }
 
-/// Reads every weight into memory (kept on the CPU; the `VarBuilder` moves each tensor to the
-/// device and dtype the model asks for). The projection matrices keep their `[out, in]` shape
-/// but are stored column-major: candle's `Linear` multiplies by `weightᵀ`, which is then a
-/// contiguous row-major matrix that the matrix kernel packs with vector loads instead of one
-/// strided value at a time (decision 009).
+/// Reads every weight into memory, on the CPU as stored; the decoder converts each to the
+/// device and dtype it runs in.
 fn load_weights(dir: &Path) -> Result<HashMap<String, Tensor>, RuntimeError> {
     let mut tensors = HashMap::new();
     for file in weight_files(dir)? {
         let shard = candle_core::safetensors::load(&file, &Device::Cpu)
             .map_err(|e| RuntimeError::Load(format!("cannot read {}: {e}", file.display())))?;
-        for (name, tensor) in shard {
-            let tensor = if name.ends_with("_proj.weight") && tensor.rank() == 2 {
-                tensor
-                    .t()
-                    .and_then(|t| t.contiguous())
-                    .and_then(|t| t.t())
-                    .map_err(|e| RuntimeError::Load(format!("{name} in {}: {e}", file.display())))?
-            } else {
-                tensor
-            };
-            tensors.insert(name, tensor);
-        }
+        tensors.extend(shard);
     }
     Ok(tensors)
 }

@@ -3,8 +3,9 @@
 //! The scheduler owns the sequences; an engine only keeps each slot's attention cache. Slots
 //! are numbered `0..info().max_sequences`. A step feeds each listed slot some tokens (a whole
 //! prompt when a request joins, one token per decode step after that) and returns, for each
-//! chunk in order, the logits after its last token. Engines that can run all chunks in one
-//! batched forward pass (llama.cpp) do; others may run them one after another.
+//! chunk in order, the logits after its last token. Both engines run all chunks of a step in
+//! one batched forward pass (llama.cpp's `decode`, candle's `decoder`), so each weight is read
+//! once per step however many sequences decode.
 
 use crate::RuntimeError;
 

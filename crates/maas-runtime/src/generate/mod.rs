@@ -4,7 +4,8 @@
 //! - [`engine`]: the [`LmEngine`] trait one model implementation provides (tokenize, run a
 //!   batch of sequence chunks, hand back logits), and what it tells about itself ([`LmInfo`]).
 //! - [`llama_cpp`]: GGUF files through llama.cpp (the `llama-cpp-2` crate).
-//! - [`candle_lm`]: safetensors Llama / Qwen2 / Qwen3 / Mistral weights through HF candle.
+//! - [`candle_lm`]: safetensors Llama / Qwen2 / Qwen3 / Mistral weights through HF candle; its
+//!   network is `decoder` (all slots' chunks in one forward pass).
 //! - [`template`]: chat templates from the model's files, rendered with minijinja.
 //! - [`sampler`]: temperature, top-k, top-p, penalties and seeds over one logits row.
 //! - [`text`]: turning token pieces back into UTF-8 text, and stop sequences.
@@ -15,6 +16,7 @@
 //! reads events.
 
 pub mod candle_lm;
+mod decoder;
 pub mod engine;
 pub mod llama_cpp;
 pub mod sampler;
