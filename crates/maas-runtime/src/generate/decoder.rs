@@ -12,7 +12,9 @@
 //! and value are one product, gate and up another, and every matrix is stored `[in, out]` so
 //! the matrix kernel reads it contiguously. A projection's bias is used when the file has one
 //! (Qwen2's q/k/v, models with `attention_bias`), and so are Qwen3's per-head `q_norm`/`k_norm`.
-//! A model without `lm_head.weight` shares the embedding matrix (`tie_word_embeddings`).
+//! The output layer keeps PyTorch's `[vocab, hidden]` layout and computes `(W · xᵀ)ᵀ` for the
+//! step's last rows, so a model without `lm_head.weight` (`tie_word_embeddings`) uses the
+//! embedding matrix itself, without a transposed copy.
 //!
 //! Everything is candle tensor operations, so the same code runs on the CPU (F32) and, with the
 //! `cuda` feature, on a GPU (BF16; attention probabilities in F32).
@@ -240,11 +242,11 @@ fn grown(old: Option<Tensor>, like: &Tensor, capacity: usize) -> candle_core::Re
 /// The model with one key/value cache per slot; see the module docs.
 pub(super) struct Decoder {
     config: DecoderConfig,
-    /// `[vocab, hidden]`; `None` when tied: the embeddings are then the columns of `lm_head`.
-    embed: Option<Tensor>,
+    /// `[vocab, hidden]`.
+    embed: Tensor,
     layers: Vec<Layer>,
     norm: Tensor,
-    /// `[hidden, vocab]`.
+    /// `[vocab, hidden]`; the same tensor as `embed` when tied.
     lm_head: Tensor,
     /// The rotary embedding of every position below the context length: `[context, head_dim/2]`.
     cos: Tensor,
@@ -291,8 +293,7 @@ impl Source {
         let mut weights = Vec::with_capacity(parts.len());
         let mut biases = Vec::with_capacity(parts.len());
         for &(part, outputs) in parts {
-            let part = if prefix.is_empty() { part.to_owned() } else { format!("{prefix}.{part}") };
-            let name = format!("{part}.weight");
+            let name = format!("{prefix}.{part}.weight");
             let weight = self.tensors.remove(&name).ok_or_else(|| Source::missing(&name))?;
             if weight.dims() != [outputs, inputs] {
                 return Err(RuntimeError::Load(format!(
@@ -301,7 +302,7 @@ impl Source {
                 )));
             }
             weights.push(weight);
-            let name = format!("{part}.bias");
+            let name = format!("{prefix}.{part}.bias");
             biases.push(match self.tensors.remove(&name) {
                 Some(bias) if bias.dims() == [outputs] => Some(bias),
                 Some(bias) => {
@@ -374,12 +375,10 @@ impl Decoder {
             })
             .collect::<Result<Vec<_>, RuntimeError>>()?;
         let norm = w.take("model.norm.weight", &[h])?;
-        let embed_name = "model.embed_tokens.weight";
-        let (embed, lm_head) = if w.tensors.contains_key("lm_head.weight") {
-            let head = w.projection("", &[("lm_head", c.vocab_size)], h)?.weight;
-            (Some(w.take(embed_name, &[c.vocab_size, h])?), head)
-        } else {
-            (None, w.projection("model", &[("embed_tokens", c.vocab_size)], h)?.weight)
+        let embed = w.take("model.embed_tokens.weight", &[c.vocab_size, h])?;
+        let lm_head = match w.tensors.contains_key("lm_head.weight") {
+            true => w.take("lm_head.weight", &[c.vocab_size, h])?,
+            false => embed.clone(),
         };
         let (cos, sin) = rotary_tables(c, context_length, dtype, device)
             .map_err(|e| RuntimeError::Load(format!("rotary embedding: {e}")))?;
@@ -417,10 +416,7 @@ impl Decoder {
         let positions = Tensor::new(positions, &self.device)?;
         let cos = self.cos.index_select(&positions, 0)?;
         let sin = self.sin.index_select(&positions, 0)?;
-        let mut x = match &self.embed {
-            Some(embed) => embed.index_select(&ids, 0)?,
-            None => self.lm_head.index_select(&ids, 1)?.t()?.contiguous()?,
-        };
+        let mut x = self.embed.index_select(&ids, 0)?;
         for index in 0..self.layers.len() {
             x = self.layer(index, &x, chunks, (&cos, &sin))?;
         }
@@ -432,7 +428,8 @@ impl Decoder {
         }
         debug_assert_eq!(end as usize, tokens);
         let x = x.index_select(&Tensor::new(last, &self.device)?, 0)?;
-        candle_nn::ops::rms_norm(&x, &self.norm, self.config.rms_eps)?.matmul(&self.lm_head)
+        let x = candle_nn::ops::rms_norm(&x, &self.norm, self.config.rms_eps)?;
+        self.lm_head.matmul(&x.t()?)?.t()?.contiguous()
     }
 
     /// One layer over the packed rows `x`.
