@@ -58,8 +58,6 @@ pub struct CandleLmEngine {
     /// The bytes of each token id (`vocab_size` entries).
     pieces: Vec<Vec<u8>>,
     model: Decoder,
-    /// How many tokens each slot's cache holds.
-    lens: Vec<usize>,
     device: Device,
     /// The threads the forward passes run on.
     pool: Arc<rayon::ThreadPool>,
@@ -101,22 +99,16 @@ impl CandleLmEngine {
             model = %dir.display(), architecture = %info.architecture, device = ?device, ?dtype,
             context_length, slots = config.max_sequences, "candle model loaded"
         );
-        Ok(CandleLmEngine {
-            info,
-            tokenizer,
-            plain_tokenizer,
-            pieces,
-            model,
-            lens: vec![0; config.max_sequences],
-            device,
-            pool: Arc::new(pool),
-        })
+        Ok(CandleLmEngine { info, tokenizer, plain_tokenizer, pieces, model, device, pool: Arc::new(pool) })
     }
 
     /// Checks a chunk against the slots, the context and the vocabulary.
     fn check_chunk(&self, chunk: &SeqChunk<'_>) -> Result<(), RuntimeError> {
-        let held = *self.lens.get(chunk.slot).ok_or_else(|| {
-            RuntimeError::InvalidInput(format!("slot {} does not exist ({} slots)", chunk.slot, self.lens.len()))
+        let held = self.model.held(chunk.slot).ok_or_else(|| {
+            RuntimeError::InvalidInput(format!(
+                "slot {} does not exist ({} slots)",
+                chunk.slot, self.info.max_sequences
+            ))
         })?;
         if chunk.tokens.is_empty() {
             return Err(RuntimeError::InvalidInput(format!("empty chunk for slot {}", chunk.slot)));
@@ -153,24 +145,13 @@ impl CandleLmEngine {
         if chunks.is_empty() {
             return Ok(Vec::new());
         }
-        for chunk in chunks {
-            if chunk.pos == 0 && self.lens[chunk.slot] > 0 {
-                self.release(chunk.slot);
-            }
+        for chunk in chunks.iter().filter(|chunk| chunk.pos == 0) {
+            self.release(chunk.slot);
         }
-        let result = self.model.forward(chunks).and_then(|logits| logits.to_dtype(DType::F32)?.to_vec2::<f32>());
-        match result {
-            Ok(logits) => {
-                for chunk in chunks {
-                    self.lens[chunk.slot] = chunk.pos + chunk.tokens.len();
-                }
-                Ok(logits)
-            }
-            Err(e) => {
-                chunks.iter().for_each(|chunk| self.release(chunk.slot));
-                Err(RuntimeError::Inference(format!("candle forward pass failed: {e}")))
-            }
-        }
+        self.model.forward(chunks).and_then(|logits| logits.to_dtype(DType::F32)?.to_vec2::<f32>()).map_err(|e| {
+            chunks.iter().for_each(|chunk| self.release(chunk.slot));
+            RuntimeError::Inference(format!("candle forward pass failed: {e}"))
+        })
     }
 }
 
@@ -200,10 +181,7 @@ impl LmEngine for CandleLmEngine {
     }
 
     fn release(&mut self, slot: usize) {
-        if let Some(len) = self.lens.get_mut(slot) {
-            *len = 0;
-            self.model.clear(slot);
-        }
+        self.model.clear(slot);
     }
 }
 

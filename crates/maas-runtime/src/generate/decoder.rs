@@ -274,13 +274,23 @@ impl Source {
         RuntimeError::Load(format!("tensor {name}: {e}"))
     }
 
-    /// A tensor with the expected shape, on the device in the model's dtype.
-    fn take(&mut self, name: &str, shape: &[usize]) -> Result<Tensor, RuntimeError> {
-        let tensor = self.tensors.remove(name).ok_or_else(|| Source::missing(name))?;
+    /// The tensor `name` as read, checked against `shape`; `None` when the files lack it.
+    fn optional_raw(&mut self, name: &str, shape: &[usize]) -> Result<Option<Tensor>, RuntimeError> {
+        let Some(tensor) = self.tensors.remove(name) else { return Ok(None) };
         if tensor.dims() != shape {
             return Err(RuntimeError::Load(format!("tensor {name} has shape {:?}, expected {shape:?}", tensor.dims())));
         }
-        self.convert(tensor).map_err(|e| Source::failed(name, e))
+        Ok(Some(tensor))
+    }
+
+    /// [`Source::optional_raw`] on the device in the model's dtype.
+    fn optional(&mut self, name: &str, shape: &[usize]) -> Result<Option<Tensor>, RuntimeError> {
+        self.optional_raw(name, shape)?.map(|t| self.convert(t).map_err(|e| Source::failed(name, e))).transpose()
+    }
+
+    /// A tensor the model needs, on the device in the model's dtype.
+    fn take(&mut self, name: &str, shape: &[usize]) -> Result<Tensor, RuntimeError> {
+        self.optional(name, shape)?.ok_or_else(|| Source::missing(name))
     }
 
     fn convert(&self, tensor: Tensor) -> candle_core::Result<Tensor> {
@@ -294,25 +304,8 @@ impl Source {
         let mut biases = Vec::with_capacity(parts.len());
         for &(part, outputs) in parts {
             let name = format!("{prefix}.{part}.weight");
-            let weight = self.tensors.remove(&name).ok_or_else(|| Source::missing(&name))?;
-            if weight.dims() != [outputs, inputs] {
-                return Err(RuntimeError::Load(format!(
-                    "tensor {name} has shape {:?}, expected [{outputs}, {inputs}]",
-                    weight.dims()
-                )));
-            }
-            weights.push(weight);
-            let name = format!("{prefix}.{part}.bias");
-            biases.push(match self.tensors.remove(&name) {
-                Some(bias) if bias.dims() == [outputs] => Some(bias),
-                Some(bias) => {
-                    return Err(RuntimeError::Load(format!(
-                        "tensor {name} has shape {:?}, expected [{outputs}]",
-                        bias.dims()
-                    )));
-                }
-                None => None,
-            });
+            weights.push(self.optional_raw(&name, &[outputs, inputs])?.ok_or_else(|| Source::missing(&name))?);
+            biases.push(self.optional_raw(&format!("{prefix}.{part}.bias"), &[outputs])?);
         }
         let failed = |e| Source::failed(&format!("{prefix}.{}", parts[0].0), e);
         let weight = Tensor::cat(&weights, 0).and_then(|w| w.t()?.contiguous()).map_err(failed)?;
@@ -350,10 +343,6 @@ impl Decoder {
             .map(|i| {
                 let l = format!("model.layers.{i}");
                 let attention = format!("{l}.self_attn");
-                let head_norm = |w: &mut Source, name: &str| {
-                    let name = format!("{attention}.{name}.weight");
-                    if w.tensors.contains_key(&name) { w.take(&name, &[d]).map(Some) } else { Ok(None) }
-                };
                 Ok(Layer {
                     input_norm: w.take(&format!("{l}.input_layernorm.weight"), &[h])?,
                     qkv: w.projection(
@@ -361,8 +350,8 @@ impl Decoder {
                         &[("q_proj", c.heads * d), ("k_proj", c.kv_heads * d), ("v_proj", c.kv_heads * d)],
                         h,
                     )?,
-                    q_norm: head_norm(&mut w, "q_norm")?,
-                    k_norm: head_norm(&mut w, "k_norm")?,
+                    q_norm: w.optional(&format!("{attention}.q_norm.weight"), &[d])?,
+                    k_norm: w.optional(&format!("{attention}.k_norm.weight"), &[d])?,
                     out: w.projection(&attention, &[("o_proj", h)], c.heads * d)?,
                     post_attention_norm: w.take(&format!("{l}.post_attention_layernorm.weight"), &[h])?,
                     gate_up: w.projection(
@@ -376,10 +365,7 @@ impl Decoder {
             .collect::<Result<Vec<_>, RuntimeError>>()?;
         let norm = w.take("model.norm.weight", &[h])?;
         let embed = w.take("model.embed_tokens.weight", &[c.vocab_size, h])?;
-        let lm_head = match w.tensors.contains_key("lm_head.weight") {
-            true => w.take("lm_head.weight", &[c.vocab_size, h])?,
-            false => embed.clone(),
-        };
+        let lm_head = w.optional("lm_head.weight", &[c.vocab_size, h])?.unwrap_or_else(|| embed.clone());
         let (cos, sin) = rotary_tables(c, context_length, dtype, device)
             .map_err(|e| RuntimeError::Load(format!("rotary embedding: {e}")))?;
         let caches = (0..slots).map(|_| (0..c.layers).map(|_| KvCache::default()).collect()).collect();
@@ -398,6 +384,11 @@ impl Decoder {
         })
     }
 
+    /// How many positions `slot`'s cache holds; `None` for a slot that does not exist.
+    pub(super) fn held(&self, slot: usize) -> Option<usize> {
+        self.caches.get(slot).map(|layers| layers.first().map_or(0, |cache| cache.len))
+    }
+
     /// Forgets `slot`'s keys and values (and frees their memory).
     pub(super) fn clear(&mut self, slot: usize) {
         if let Some(layers) = self.caches.get_mut(slot) {
@@ -411,7 +402,6 @@ impl Decoder {
         let ids: Vec<u32> = chunks.iter().flat_map(|c| c.tokens.iter().copied()).collect();
         let positions: Vec<u32> =
             chunks.iter().flat_map(|c| (c.pos..c.pos + c.tokens.len()).map(|p| p as u32)).collect();
-        let tokens = ids.len();
         let ids = Tensor::new(ids, &self.device)?;
         let positions = Tensor::new(positions, &self.device)?;
         let cos = self.cos.index_select(&positions, 0)?;
@@ -420,13 +410,14 @@ impl Decoder {
         for index in 0..self.layers.len() {
             x = self.layer(index, &x, chunks, (&cos, &sin))?;
         }
-        let mut last = Vec::with_capacity(chunks.len());
-        let mut end = 0u32;
-        for chunk in chunks {
-            end += chunk.tokens.len() as u32;
-            last.push(end - 1);
-        }
-        debug_assert_eq!(end as usize, tokens);
+        // The row of each chunk's last token.
+        let last: Vec<u32> = chunks
+            .iter()
+            .scan(0u32, |end, chunk| {
+                *end += chunk.tokens.len() as u32;
+                Some(*end - 1)
+            })
+            .collect();
         let x = x.index_select(&Tensor::new(last, &self.device)?, 0)?;
         let x = candle_nn::ops::rms_norm(&x, &self.norm, self.config.rms_eps)?;
         self.lm_head.matmul(&x.t()?)?.t()?.contiguous()
@@ -448,8 +439,10 @@ impl Decoder {
         let mut q = heads(0, c.heads)?;
         let mut k = heads(c.heads, c.kv_heads)?;
         let v = heads(c.heads + c.kv_heads, c.kv_heads)?;
-        if let (Some(q_norm), Some(k_norm)) = (&layer.q_norm, &layer.k_norm) {
+        if let Some(q_norm) = &layer.q_norm {
             q = candle_nn::ops::rms_norm(&q, q_norm, c.rms_eps)?;
+        }
+        if let Some(k_norm) = &layer.k_norm {
             k = candle_nn::ops::rms_norm(&k, k_norm, c.rms_eps)?;
         }
         let q = candle_nn::rotary_emb::rope_thd(&q.contiguous()?, rotary.0, rotary.1)?.squeeze(0)?;
