@@ -15,7 +15,9 @@ use maas_runtime::generate::llama_cpp::{LlamaCppConfig, LlamaCppEngine, MAX_BATC
 use maas_runtime::generate::sampler::SamplingParams;
 use maas_runtime::generate::scheduler::{GenerationConfig, GenerationReplica, LmLoader};
 use maas_runtime::generate::template::ChatMessage;
-use maas_runtime::generate::{FinishReason, GenerateRequest, GenerationEvent, LmEngine, Prompt, SeqChunk, Usage};
+use maas_runtime::generate::{
+    FinishReason, GenerateRequest, GenerationEvent, LmEngine, Logprobs, Prompt, SeqChunk, Usage,
+};
 use maas_runtime::{ReplicaError, ReplicaState, RuntimeError};
 use tokio::sync::Mutex;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -241,7 +243,7 @@ fn greedy() -> SamplingParams {
 }
 
 fn chat(messages: Vec<ChatMessage>, max_tokens: Option<usize>) -> GenerateRequest {
-    GenerateRequest { prompt: Prompt::Chat(messages), sampling: greedy(), max_tokens, stop: Vec::new() }
+    GenerateRequest { prompt: Prompt::Chat(messages), sampling: greedy(), max_tokens, stop: Vec::new(), logprobs: None }
 }
 
 fn paris_question() -> Vec<ChatMessage> {
@@ -257,6 +259,7 @@ struct Outcome {
     deltas: usize,
     finished: Option<(FinishReason, Usage)>,
     failed: Option<ReplicaError>,
+    logprobs: Vec<Logprobs>,
     /// From the call to the first delta.
     first_delta: Option<Duration>,
     /// From the first delta to the end.
@@ -269,8 +272,9 @@ async fn collect(mut events: UnboundedReceiver<GenerationEvent>, since: Instant)
     while let Some(event) = events.recv().await {
         match event {
             GenerationEvent::Started { prompt_tokens } => outcome.prompt_tokens = Some(prompt_tokens),
-            GenerationEvent::Delta { text, tokens } => {
-                assert!(!text.is_empty(), "empty deltas are not sent");
+            GenerationEvent::Delta { text, tokens, logprobs } => {
+                assert!(!text.is_empty() || !logprobs.is_empty(), "empty deltas are not sent");
+                outcome.logprobs.extend(logprobs);
                 if first_at.is_none() {
                     first_at = Some(Instant::now());
                     outcome.first_delta = Some(since.elapsed());
@@ -340,6 +344,7 @@ async fn text_prompts_and_max_tokens() {
         sampling: greedy(),
         max_tokens: None,
         stop: vec![],
+        logprobs: None,
     };
     let outcome = run(&replica, text).await;
     assert_eq!(outcome.prompt_tokens, Some(PROMPT_IDS.len()));
@@ -367,6 +372,50 @@ async fn stop_sequences_end_generation_and_are_not_output() {
     assert_eq!(usage.completion_tokens, 6);
 }
 
+/// Log-probabilities of the greedy answer: one entry per text token (not the end-of-turn
+/// token), the chosen token first among the alternatives, the token bytes spelling the text,
+/// and values that match the engine's own logits.
+#[tokio::test]
+async fn logprobs_report_the_models_distribution() {
+    let _lock = MODEL_LOCK.lock().await;
+    let replica = replica(1, 512, generation_config()).await;
+    let mut request = chat(paris_question(), None);
+    request.logprobs = Some(3);
+    let outcome = run(&replica, request).await;
+    assert_eq!(outcome.text, PARIS);
+    let entries = &outcome.logprobs;
+    assert_eq!(entries.len(), GREEDY_IDS.len() - 1);
+    let spelled: Vec<u8> = entries.iter().flat_map(|e| e.chosen.bytes.clone()).collect();
+    assert_eq!(String::from_utf8(spelled).unwrap(), PARIS);
+    for (entry, &id) in entries.iter().zip(&GREEDY_IDS) {
+        assert_eq!(entry.chosen.token, id);
+        assert_eq!(entry.top.len(), 3);
+        assert_eq!(entry.top[0], entry.chosen, "greedy picks the most likely token");
+        assert!(entry.top.windows(2).all(|w| w[0].logprob >= w[1].logprob), "{entry:?}");
+        assert!(entry.chosen.logprob <= 0.0 && entry.chosen.logprob > -10.0, "{entry:?}");
+    }
+    // The first token's value, from the engine's logits for the reference prompt.
+    let mut engine = engine(1, 512);
+    let logits = engine.step(&[SeqChunk { slot: 0, pos: 0, tokens: &PROMPT_IDS }]).unwrap().remove(0);
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let log_sum = max + logits.iter().map(|&l| (l - max).exp()).sum::<f32>().ln();
+    let text = GenerateRequest {
+        prompt: Prompt::Text(CHATML_PROMPT.into()),
+        sampling: greedy(),
+        max_tokens: Some(1),
+        stop: vec![],
+        logprobs: Some(0),
+    };
+    let first = run(&replica, text).await;
+    assert_eq!(first.logprobs.len(), 1);
+    let expected = logits[GREEDY_IDS[0] as usize] - log_sum;
+    assert!((first.logprobs[0].chosen.logprob - expected).abs() < 1e-3, "{:?} vs {expected}", first.logprobs);
+    assert!(first.logprobs[0].top.is_empty());
+    // More alternatives than allowed: refused before queueing.
+    let too_many = GenerateRequest { logprobs: Some(21), ..chat(paris_question(), None) };
+    assert!(matches!(replica.generate(too_many), Err(ReplicaError::Runtime(RuntimeError::InvalidInput(_)))));
+}
+
 #[tokio::test]
 async fn seeded_sampling_is_reproducible() {
     let _lock = MODEL_LOCK.lock().await;
@@ -376,6 +425,7 @@ async fn seeded_sampling_is_reproducible() {
         sampling: SamplingParams { temperature: 0.8, seed: Some(seed), ..SamplingParams::default() },
         max_tokens: Some(24),
         stop: vec![],
+        logprobs: None,
     };
     let first = run(&replica, sampled(7)).await;
     let second = run(&replica, sampled(7)).await;
@@ -557,6 +607,7 @@ async fn speed() {
         sampling: greedy(),
         max_tokens: Some(128),
         stop: vec![],
+        logprobs: None,
     };
     // Warm-up.
     run(&replica, GenerateRequest { max_tokens: Some(4), ..request() }).await;

@@ -111,6 +111,43 @@ out["completion"] = {"text": r.choices[0].text, "object": r.object, "usage": r.u
 parts = list(c.completions.create(model="alice/smollm", prompt="The capital of France is", max_tokens=5, temperature=0, stream=True))
 out["completion_stream"] = {"chunks": len(parts), "object": parts[0].object}
 
+r = c.chat.completions.create(model="alice/smollm", messages=q, temperature=0, logprobs=True, top_logprobs=2)
+lp = r.choices[0].logprobs.content
+out["chat_logprobs"] = {"text": r.choices[0].message.content, "tokens": "".join(t.token for t in lp),
+                        "bytes": bytes(b for t in lp for b in t.bytes).decode(), "top": sorted({len(t.top_logprobs) for t in lp}),
+                        "greedy_first": all(t.top_logprobs[0].token == t.token and t.top_logprobs[0].logprob == t.logprob for t in lp),
+                        "sorted": all(t.top_logprobs[0].logprob >= t.top_logprobs[1].logprob for t in lp),
+                        "negative": all(t.logprob <= 0 for t in lp)}
+r = c.chat.completions.create(model="alice/smollm", messages=q, temperature=0)
+out["no_logprobs"] = r.choices[0].logprobs is None
+chunks = list(c.chat.completions.create(model="alice/smollm", messages=q, temperature=0, logprobs=True, stream=True))
+out["stream_logprobs"] = "".join(t.token for ch in chunks if ch.choices and ch.choices[0].logprobs for t in ch.choices[0].logprobs.content)
+r = c.completions.create(model="alice/smollm", prompt="The capital of France is", max_tokens=5, temperature=0, logprobs=2)
+l = r.choices[0].logprobs
+out["completion_logprobs"] = {"text": r.choices[0].text, "tokens": "".join(l.tokens), "n": len(l.token_logprobs),
+                              "offsets": all(r.choices[0].text[o:].startswith(t) for o, t in zip(l.text_offset, l.tokens)),
+                              "top": sorted({len(t) for t in l.top_logprobs})}
+
+# Several choices: n per prompt, and several prompts; a prompt's tokens count once.
+r = c.chat.completions.create(model="alice/smollm", messages=q, temperature=1.0, seed=3, n=3, max_tokens=12)
+out["n3"] = {"index": [ch.index for ch in r.choices], "distinct": len({ch.message.content for ch in r.choices}),
+             "prompt_tokens": r.usage.prompt_tokens, "completion_tokens": r.usage.completion_tokens}
+r = c.completions.create(model="alice/smollm", prompt=["The capital of France is", "One, two, three,"], max_tokens=4, temperature=0, n=2)
+one = c.completions.create(model="alice/smollm", prompt="One, two, three,", max_tokens=4, temperature=0)
+out["prompts"] = {"index": [ch.index for ch in r.choices], "texts": [ch.text for ch in r.choices], "alone": one.choices[0].text,
+                  "prompt_tokens": r.usage.prompt_tokens, "completion_tokens": r.usage.completion_tokens,
+                  "one_prompt_tokens": one.usage.prompt_tokens}
+chunks = list(c.chat.completions.create(model="alice/smollm", messages=q, temperature=0, n=2, stream=True,
+                                        stream_options={"include_usage": True}))
+texts, finish = {}, {}
+for ch in chunks:
+    for choice in ch.choices:
+        texts[choice.index] = texts.get(choice.index, "") + (choice.delta.content or "")
+        if choice.finish_reason:
+            finish[choice.index] = choice.finish_reason
+out["stream_n2"] = {"texts": [texts[i] for i in sorted(texts)], "finish": [finish[i] for i in sorted(finish)],
+                    "completion_tokens": chunks[-1].usage.completion_tokens}
+
 e = c.embeddings.create(model="alice/minilm", input=["A man is eating food.", "A man is eating a piece of bread.", "The new movie is awesome."])
 v = [d.embedding for d in e.data]
 cos = lambda a, b: sum(x * y for x, y in zip(a, b))
@@ -137,7 +174,9 @@ out["errors"] = {
     "embeddings_on_chat": error(lambda: c.embeddings.create(model="alice/smollm", input="x")),
     "too_long": error(lambda: c.chat.completions.create(model="alice/smollm", messages=[{"role": "user", "content": "word " * 5000}])),
     "bad_temperature": error(lambda: c.chat.completions.create(model="alice/smollm", messages=q, temperature=7)),
-    "n2": error(lambda: c.chat.completions.create(model="alice/smollm", messages=q, n=2)),
+    "too_many_choices": error(lambda: c.chat.completions.create(model="alice/smollm", messages=q, n=65)),
+    "top_logprobs_alone": error(lambda: c.chat.completions.create(model="alice/smollm", messages=q, top_logprobs=2)),
+    "too_many_logprobs": error(lambda: c.completions.create(model="alice/smollm", prompt="Hi", logprobs=21)),
     "empty_input": error(lambda: c.embeddings.create(model="alice/minilm", input="")),
     "bad_key": error(lambda: openai.OpenAI(api_key="mk_nope", max_retries=0).models.list()),
 }
@@ -185,6 +224,35 @@ async fn the_openai_sdk_gets_chat_completions_and_embeddings() {
     assert_eq!(out["completion"]["usage"], 16, "the reference prompt is 16 tokens");
     assert!(out["completion_stream"]["chunks"].as_u64().unwrap() >= 2, "{}", out["completion_stream"]);
 
+    // Log-probabilities: one entry per text token, spelling the answer, greedy = most likely.
+    let lp = &out["chat_logprobs"];
+    assert_eq!((&lp["text"], &lp["tokens"], &lp["bytes"]), (&json!(PARIS), &json!(PARIS), &json!(PARIS)), "{lp}");
+    assert_eq!(
+        (&lp["top"], &lp["greedy_first"], &lp["sorted"], &lp["negative"]),
+        (&json!([2]), &json!(true), &json!(true), &json!(true))
+    );
+    assert_eq!(out["no_logprobs"], true);
+    assert_eq!(out["stream_logprobs"], PARIS);
+    let lp = &out["completion_logprobs"];
+    assert_eq!(lp["tokens"], lp["text"], "{lp}");
+    assert_eq!((&lp["n"], &lp["offsets"], &lp["top"]), (&json!(5), &json!(true), &json!([2])), "{lp}");
+    // Choices.
+    let n3 = &out["n3"];
+    assert_eq!(n3["index"], json!([0, 1, 2]));
+    assert!(n3["distinct"].as_u64().unwrap() >= 2, "seeds differ per choice: {n3}");
+    assert_eq!(n3["prompt_tokens"], usage["prompt_tokens"], "the prompt counts once: {n3}");
+    assert!((3..=36).contains(&n3["completion_tokens"].as_u64().unwrap()), "{n3}");
+    let prompts = &out["prompts"];
+    assert_eq!(prompts["index"], json!([0, 1, 2, 3]));
+    let texts = prompts["texts"].as_array().unwrap();
+    assert_eq!((&texts[0], &texts[2], &texts[3]), (&texts[1], &prompts["alone"], &prompts["alone"]), "{prompts}");
+    assert!(prompts["prompt_tokens"].as_u64() > prompts["one_prompt_tokens"].as_u64(), "{prompts}");
+    assert_eq!(prompts["completion_tokens"], 16, "{prompts}");
+    let stream_n2 = &out["stream_n2"];
+    assert_eq!(stream_n2["texts"], json!([PARIS, PARIS]));
+    assert_eq!(stream_n2["finish"], json!(["stop", "stop"]));
+    assert_eq!(stream_n2["completion_tokens"], 16);
+
     let e = &out["embeddings"];
     assert_eq!((&e["n"], &e["dim"], &e["index"]), (&json!(3), &json!(384), &json!([0, 1, 2])));
     assert!((e["norm"].as_f64().unwrap() - 1.0).abs() < 1e-4, "{e}");
@@ -203,10 +271,15 @@ async fn the_openai_sdk_gets_chat_completions_and_embeddings() {
     expect("embeddings_on_chat", 400, "unsupported_operation");
     expect("too_long", 400, "context_length_exceeded");
     expect("bad_temperature", 400, "invalid_request");
-    expect("n2", 400, "invalid_request");
+    expect("too_many_choices", 400, "invalid_request");
+    expect("top_logprobs_alone", 400, "invalid_request");
+    expect("too_many_logprobs", 400, "invalid_request");
     expect("empty_input", 400, "invalid_request");
     expect("bad_key", 401, "invalid_api_key");
-    assert_eq!((&errors["n2"]["param"], &errors["n2"]["type"]), (&json!("n"), &json!("invalid_request_error")));
+    let too_many = &errors["too_many_choices"];
+    assert_eq!((&too_many["param"], &too_many["type"]), (&json!("n"), &json!("invalid_request_error")));
+    assert_eq!(errors["top_logprobs_alone"]["param"], "top_logprobs");
+    assert_eq!(errors["too_many_logprobs"]["param"], "logprobs");
     assert_eq!(errors["unknown_model"]["kind"], "NotFoundError");
     assert_eq!(errors["bad_key"]["kind"], "AuthenticationError");
 
@@ -445,7 +518,7 @@ q = [{"role": "system", "content": "You are a helpful assistant."},
 r = c.chat.completions.create(model="alice/chat", messages=q, temperature=0)
 chunks = list(c.chat.completions.create(model="alice/chat", messages=q, temperature=0, stream=True))
 try:
-    c.chat.completions.create(model="alice/chat", messages=q, n=3)
+    c.chat.completions.create(model="alice/chat", messages=q, n=65)
     refused = None
 except openai.APIStatusError as e:
     refused = e.status_code

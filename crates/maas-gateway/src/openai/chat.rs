@@ -111,21 +111,29 @@ async fn chat_completions(
         Routed::Here(endpoint, request, call) => (endpoint, request, *call),
         Routed::Forwarded(response) => return Ok(response),
     };
-    match generate_request(&request) {
+    match generate_requests(&request) {
         Ok(generate) => {
-            generation::respond(&state.controller, &endpoint, generate, true, &request.sampling, call).await
+            generation::respond(
+                &state.controller,
+                &endpoint,
+                generate,
+                request.sampling.per_prompt(),
+                true,
+                &request.sampling,
+                call,
+            )
+            .await
         }
         Err(e) => Err(call.fail(e).await),
     }
 }
 
-/// The generation a chat request asks for.
-fn generate_request(request: &ChatRequest) -> Result<GenerateRequest, ApiError> {
+/// The generations a chat request asks for: `n` answers to its messages.
+fn generate_requests(request: &ChatRequest) -> Result<Vec<GenerateRequest>, ApiError> {
     if request.tools.as_ref().is_some_and(|t| !t.is_empty()) {
         return Err(ApiError::new(ErrorCode::InvalidRequest, "tools are not supported").with_param("tools"));
     }
-    let (sampling, max_tokens, stop) = request.sampling.to_runtime(None)?;
-    Ok(GenerateRequest { prompt: Prompt::Chat(messages(request)?), sampling, max_tokens, stop })
+    request.sampling.requests(vec![Prompt::Chat(messages(request)?)], None, true)
 }
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -20,7 +20,7 @@ use crate::state::AppState;
 /// OpenAI's default `max_tokens` for text completions.
 const DEFAULT_MAX_TOKENS: usize = 16;
 
-/// `prompt`: a string, or a list holding one string.
+/// `prompt`: a string, or a list of strings (each answered with `n` choices).
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum PromptIn {
@@ -57,27 +57,35 @@ async fn completions(
         Routed::Here(endpoint, request, call) => (endpoint, request, *call),
         Routed::Forwarded(response) => return Ok(response),
     };
-    match generate_request(&request) {
+    match generate_requests(&request) {
         Ok(generate) => {
-            generation::respond(&state.controller, &endpoint, generate, false, &request.sampling, call).await
+            generation::respond(
+                &state.controller,
+                &endpoint,
+                generate,
+                request.sampling.per_prompt(),
+                false,
+                &request.sampling,
+                call,
+            )
+            .await
         }
         Err(e) => Err(call.fail(e).await),
     }
 }
 
-/// The generation a completion request asks for.
-fn generate_request(request: &CompletionRequest) -> Result<GenerateRequest, ApiError> {
+/// The generations a completion request asks for: `n` continuations of each prompt.
+fn generate_requests(request: &CompletionRequest) -> Result<Vec<GenerateRequest>, ApiError> {
     let bad = |param: &str, m: &str| ApiError::new(ErrorCode::InvalidRequest, m).with_param(param);
     if request.echo {
         return Err(bad("echo", "echo is not supported"));
     }
-    let prompt = match &request.prompt {
-        PromptIn::One(p) => p.clone(),
-        PromptIn::Many(v) if v.len() == 1 => v[0].clone(),
-        PromptIn::Many(_) => return Err(bad("prompt", "send one prompt per request")),
+    let prompts = match &request.prompt {
+        PromptIn::One(p) => vec![Prompt::Text(p.clone())],
+        PromptIn::Many(v) if v.is_empty() => return Err(bad("prompt", "prompt must hold at least one text")),
+        PromptIn::Many(v) => v.iter().map(|p| Prompt::Text(p.clone())).collect(),
     };
-    let (sampling, max_tokens, stop) = request.sampling.to_runtime(Some(DEFAULT_MAX_TOKENS))?;
-    Ok(GenerateRequest { prompt: Prompt::Text(prompt), sampling, max_tokens, stop })
+    request.sampling.requests(prompts, Some(DEFAULT_MAX_TOKENS), false)
 }
 
 pub fn router() -> OpenApiRouter<AppState> {

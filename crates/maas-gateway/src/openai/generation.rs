@@ -7,16 +7,17 @@ use std::time::Instant;
 
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures::Stream;
+use futures::{Stream, StreamExt as _};
 use maas_controller::routing::Generation;
 use maas_controller::{Controller, Endpoint};
 use maas_core::ErrorCode;
 use maas_runtime::generate::sampler::SamplingParams;
-use maas_runtime::generate::{FinishReason, GenerateRequest, GenerationEvent};
+use maas_runtime::generate::{GenerateRequest, GenerationEvent, MAX_TOP_LOGPROBS, Prompt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
+use super::choices::{Choice, Shape};
 use crate::error::ApiError;
 use crate::metering::{Metered, Outcome};
 
@@ -52,33 +53,43 @@ pub struct Sampling {
     pub frequency_penalty: Option<f32>,
     /// Same seed and request, same answer.
     pub seed: Option<i64>,
-    /// Only 1 is supported.
+    /// Choices per prompt (default 1; at most 64 choices per request); with a `seed`,
+    /// choice `i` samples with `seed + i`.
     pub n: Option<usize>,
     #[serde(default)]
     pub stream: bool,
     pub stream_options: Option<StreamOptions>,
-    /// Only `false`/absent is supported.
+    /// Chat: `true` reports each token's log-probability (with `top_logprobs` alternatives).
+    /// Text completions: the number of alternatives (0 to 20), as OpenAI's legacy API takes it.
     #[schema(value_type = Option<Object>)]
     pub logprobs: Option<Value>,
+    /// Chat: how many of the most likely tokens to list at each position (0 to 20; needs
+    /// `logprobs: true`).
+    pub top_logprobs: Option<usize>,
 }
 
 /// Most stop sequences per request (OpenAI allows 4).
 const MAX_STOP: usize = 4;
 
+/// Most choices in one request (prompts × `n`).
+pub const MAX_CHOICES: usize = 64;
+
 impl Sampling {
-    /// The runtime's parameters, the token limit and the stop sequences; unsupported options
-    /// are refused with the field named.
-    pub fn to_runtime(
+    /// The generations a request asks for: `n` choices of each prompt, in that order (choice
+    /// `i` of prompt `p` has index `p·n + i`). `chat` says which `logprobs` form applies;
+    /// unsupported or out-of-range options are refused with the field named.
+    pub fn requests(
         &self,
+        prompts: Vec<Prompt>,
         default_max_tokens: Option<usize>,
-    ) -> Result<(SamplingParams, Option<usize>, Vec<String>), ApiError> {
+        chat: bool,
+    ) -> Result<Vec<GenerateRequest>, ApiError> {
         let bad = |param: &str, message: String| ApiError::new(ErrorCode::InvalidRequest, message).with_param(param);
-        if self.n.is_some_and(|n| n != 1) {
-            return Err(bad("n", "only n = 1 is supported".into()));
+        let n = self.n.unwrap_or(1);
+        if n == 0 || n.saturating_mul(prompts.len()) > MAX_CHOICES {
+            return Err(bad("n", format!("n must be at least 1, with at most {MAX_CHOICES} choices per request")));
         }
-        if self.logprobs.as_ref().is_some_and(|l| !matches!(l, Value::Null | Value::Bool(false))) {
-            return Err(bad("logprobs", "logprobs are not supported".into()));
-        }
+        let logprobs = self.logprobs(chat)?;
         let defaults = SamplingParams::default();
         let params = SamplingParams {
             temperature: self.temperature.unwrap_or(defaults.temperature),
@@ -101,11 +112,58 @@ impl Sampling {
         if stop.len() > MAX_STOP {
             return Err(bad("stop", format!("at most {MAX_STOP} stop sequences")));
         }
-        Ok((params, max_tokens, stop))
+        let mut requests = Vec::with_capacity(prompts.len() * n);
+        for prompt in prompts {
+            for i in 0..n {
+                let seed = params.seed.map(|s| s.wrapping_add(i as u64));
+                requests.push(GenerateRequest {
+                    prompt: prompt.clone(),
+                    sampling: SamplingParams { seed, ..params.clone() },
+                    max_tokens,
+                    stop: stop.clone(),
+                    logprobs,
+                });
+            }
+        }
+        Ok(requests)
+    }
+
+    /// How many alternatives to report with each token's log-probability, if any: chat's
+    /// `logprobs: true` with `top_logprobs`, or text completions' `logprobs: <n>`.
+    fn logprobs(&self, chat: bool) -> Result<Option<usize>, ApiError> {
+        let bad = |param: &str, message: String| ApiError::new(ErrorCode::InvalidRequest, message).with_param(param);
+        let range = |param: &str, n: usize| {
+            if n > MAX_TOP_LOGPROBS {
+                return Err(bad(param, format!("{param} must be 0 to {MAX_TOP_LOGPROBS}")));
+            }
+            Ok(Some(n))
+        };
+        match (chat, &self.logprobs) {
+            (true, None | Some(Value::Null | Value::Bool(false))) => match self.top_logprobs {
+                Some(_) => Err(bad("top_logprobs", "top_logprobs needs logprobs: true".into())),
+                None => Ok(None),
+            },
+            (true, Some(Value::Bool(true))) => range("top_logprobs", self.top_logprobs.unwrap_or(0)),
+            (true, Some(_)) => Err(bad("logprobs", "logprobs must be true or false".into())),
+            (false, _) if self.top_logprobs.is_some() => {
+                Err(bad("top_logprobs", "text completions take the number of alternatives in logprobs".into()))
+            }
+            (false, None | Some(Value::Null)) => Ok(None),
+            (false, Some(Value::Number(n))) => match n.as_u64() {
+                Some(n) => range("logprobs", usize::try_from(n).unwrap_or(usize::MAX)),
+                None => Err(bad("logprobs", format!("logprobs must be 0 to {MAX_TOP_LOGPROBS}"))),
+            },
+            (false, Some(_)) => Err(bad("logprobs", format!("logprobs must be a number, 0 to {MAX_TOP_LOGPROBS}"))),
+        }
     }
 
     pub fn include_usage(&self) -> bool {
         self.stream_options.as_ref().is_some_and(|o| o.include_usage)
+    }
+
+    /// How many choices answer each prompt (`n`).
+    pub fn per_prompt(&self) -> usize {
+        self.n.unwrap_or(1).max(1)
     }
 }
 
@@ -164,91 +222,38 @@ impl Drop for UsageMeter {
     }
 }
 
-/// The response shape: chat (`chat.completion[.chunk]`, `message`/`delta`) or text
-/// (`text_completion`, `text`).
-#[derive(Debug, Clone)]
-pub struct Shape {
-    pub chat: bool,
-    pub id: String,
-    pub model: String,
-    pub created: i64,
-}
-
-fn reason(r: FinishReason) -> &'static str {
-    match r {
-        FinishReason::Stop => "stop",
-        FinishReason::Length => "length",
-    }
-}
-
-impl Shape {
-    pub fn new(chat: bool, model: String) -> Shape {
-        let prefix = if chat { "chatcmpl" } else { "cmpl" };
-        Shape { chat, id: format!("{prefix}-{}", uuid::Uuid::new_v4().simple()), model, created: super::unix_now() }
-    }
-
-    /// The whole answer (not streamed).
-    pub fn answer(&self, text: String, finish: FinishReason, usage: Usage) -> Value {
-        let choice = if self.chat {
-            json!({ "index": 0, "message": { "role": "assistant", "content": text },
-                    "finish_reason": reason(finish), "logprobs": null })
-        } else {
-            json!({ "index": 0, "text": text, "finish_reason": reason(finish), "logprobs": null })
-        };
-        let object = if self.chat { "chat.completion" } else { "text_completion" };
-        json!({ "id": self.id, "object": object, "created": self.created, "model": self.model,
-                "choices": [choice], "usage": usage })
-    }
-
-    /// One streamed chunk: `text` (chat: `role` too when `first`), or the finish reason.
-    fn chunk(&self, text: Option<&str>, first: bool, finish: Option<FinishReason>) -> Value {
-        let finish_reason = finish.map(reason);
-        let choice = if self.chat {
-            let delta = match (first, text) {
-                (true, t) => json!({ "role": "assistant", "content": t.unwrap_or("") }),
-                (false, Some(t)) => json!({ "content": t }),
-                (false, None) => json!({}),
-            };
-            json!({ "index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": null })
-        } else {
-            json!({ "index": 0, "text": text.unwrap_or(""), "finish_reason": finish_reason, "logprobs": null })
-        };
-        self.envelope(json!([choice]), None)
-    }
-
-    fn envelope(&self, choices: Value, usage: Option<Usage>) -> Value {
-        let object = if self.chat { "chat.completion.chunk" } else { "text_completion" };
-        let mut v = json!({ "id": self.id, "object": object, "created": self.created, "model": self.model,
-                            "choices": choices });
-        if let Some(u) = usage {
-            v["usage"] = json!(u);
-        }
-        v
-    }
-}
-
-/// Runs `request` on a text-generation endpoint and answers whole, or streamed when the
-/// request says `stream: true`, in the chat or the text completion shape.
+/// Runs the generations of one call (its choices, in index order) on a text-generation
+/// endpoint and answers whole, or streamed when the request says `stream: true`, in the chat
+/// or the text completion shape. `per_prompt` choices share each prompt, whose tokens count
+/// once.
 pub async fn respond(
     controller: &Controller,
     endpoint: &Endpoint,
-    request: GenerateRequest,
+    requests: Vec<GenerateRequest>,
+    per_prompt: usize,
     chat: bool,
     sampling: &Sampling,
     mut call: Metered,
 ) -> Result<Response, ApiError> {
-    let generation = match controller.generate(endpoint, request).await {
-        Ok(generation) => generation,
+    let logprobs = requests.iter().any(|r| r.logprobs.is_some());
+    // All at once, so that the choices decode together; one refused: the rest are dropped
+    // (which cancels them) and the call fails.
+    let started = futures::future::join_all(requests.into_iter().map(|r| controller.generate(endpoint, r))).await;
+    let generations = match started.into_iter().collect::<Result<Vec<Generation>, _>>() {
+        Ok(generations) => generations,
         Err(e) => return Err(call.fail(e.into()).await),
     };
-    call.tokens = (generation.prompt_tokens, 0);
+    let prompt_tokens = generations.iter().step_by(per_prompt.max(1)).map(|g| g.prompt_tokens).sum();
+    call.tokens = (prompt_tokens, 0);
     let headers = call.headers();
-    let meter = UsageMeter::new(call, generation.prompt_tokens);
-    let shape = Shape::new(chat, endpoint.full_name());
+    let meter = UsageMeter::new(call, prompt_tokens);
+    let shape = Shape::new(chat, logprobs, endpoint.full_name());
+    let choices = generations.len();
+    let events = merged(generations);
     let mut response = if sampling.stream {
-        stream(generation, meter, shape, sampling.include_usage())
+        stream(events, choices, meter, shape, sampling.include_usage())
     } else {
-        collect(generation, meter, &shape).await?
+        collect(events, choices, meter, &shape).await?
     };
     for (name, value) in headers {
         if let Ok(v) = axum::http::HeaderValue::from_str(&value) {
@@ -258,18 +263,48 @@ pub async fn respond(
     Ok(response)
 }
 
-/// Waits for the whole answer; returns it once its usage is recorded.
-pub async fn collect(mut generation: Generation, mut meter: UsageMeter, shape: &Shape) -> Result<Response, ApiError> {
-    let mut text = String::new();
+/// The events of every choice as they come, each with its choice's index. Dropping the
+/// stream drops the generations, which cancels them on the replica.
+fn merged(generations: Vec<Generation>) -> impl Stream<Item = (usize, GenerationEvent)> + Send + Unpin + 'static {
+    futures::stream::select_all(generations.into_iter().enumerate().map(|(index, g)| {
+        tokio_stream::wrappers::UnboundedReceiverStream::new(g.events).map(move |event| (index, event))
+    }))
+}
+
+/// How a choice's generation ended without an answer: its error, or the replica went away.
+fn failure(event: Option<GenerationEvent>) -> ApiError {
+    match event {
+        Some(GenerationEvent::Failed(e)) => ApiError::from(maas_controller::routing::InferError::from(e)),
+        _ => ApiError::new(ErrorCode::InferenceFailed, "the replica stopped before the answer was complete"),
+    }
+}
+
+/// Waits for every choice's whole answer; returns them once their usage is recorded.
+async fn collect(
+    mut events: impl Stream<Item = (usize, GenerationEvent)> + Unpin,
+    count: usize,
+    mut meter: UsageMeter,
+    shape: &Shape,
+) -> Result<Response, ApiError> {
+    let mut choices: Vec<Choice> = (0..count).map(|_| Choice::default()).collect();
+    let mut completion = vec![0; count];
+    let mut open = count;
     let error = loop {
-        match generation.events.recv().await {
-            Some(GenerationEvent::Delta { text: t, tokens }) => {
+        match events.next().await {
+            Some((i, GenerationEvent::Delta { text, tokens, logprobs })) => {
                 meter.completion_tokens += tokens;
-                text.push_str(&t);
+                completion[i] += tokens;
+                choices[i].text.push_str(&text);
+                choices[i].logprobs.extend(logprobs);
             }
-            Some(GenerationEvent::Finished { reason, usage }) => {
-                meter.completion_tokens = usage.completion_tokens;
-                let body = shape.answer(text, reason, meter.usage()).to_string();
+            Some((i, GenerationEvent::Finished { reason, usage })) => {
+                meter.completion_tokens += usage.completion_tokens - completion[i].min(usage.completion_tokens);
+                choices[i].finish = Some(reason);
+                open -= 1;
+                if open > 0 {
+                    continue;
+                }
+                let body = shape.answer(&choices, meter.usage()).to_string();
                 meter.finish(body.len(), None).await?;
                 let mut response = body.into_response();
                 response
@@ -277,40 +312,65 @@ pub async fn collect(mut generation: Generation, mut meter: UsageMeter, shape: &
                     .insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"));
                 return Ok(response);
             }
-            Some(GenerationEvent::Failed(e)) => break ApiError::from(maas_controller::routing::InferError::from(e)),
-            Some(GenerationEvent::Started { .. }) => {}
-            None => {
-                break ApiError::new(ErrorCode::InferenceFailed, "the replica stopped before the answer was complete");
-            }
+            Some((_, GenerationEvent::Started { .. })) => {}
+            Some((_, failed)) => break failure(Some(failed)),
+            None => break failure(None),
         }
     };
+    drop(events);
     meter.finish(0, Some(&error)).await?;
     Err(error)
 }
 
-/// Streams the answer as server-sent events ending in `data: [DONE]`. Dropping the stream
-/// (the client went away) drops the generation, which cancels it on the replica.
-pub fn stream(generation: Generation, meter: UsageMeter, shape: Shape, include_usage: bool) -> Response {
-    struct St {
-        generation: Generation,
+/// Streams the answer as server-sent events ending in `data: [DONE]`: each choice's chunks
+/// as they come (chat: a chunk with the role first), its finish reason, and, when asked, a
+/// last chunk with the usage of all. Dropping the stream (the client went away) drops the
+/// generations, which cancels them on the replica.
+fn stream(
+    events: impl Stream<Item = (usize, GenerationEvent)> + Send + Unpin + 'static,
+    count: usize,
+    meter: UsageMeter,
+    shape: Shape,
+    include_usage: bool,
+) -> Response {
+    struct St<E> {
+        events: E,
         meter: UsageMeter,
         shape: Shape,
         include_usage: bool,
-        first: bool,
+        /// Per choice: completion tokens seen in deltas, characters of text sent.
+        completion: Vec<usize>,
+        offsets: Vec<usize>,
+        open: usize,
         done: bool,
         pending: std::collections::VecDeque<Event>,
         /// Bytes of the events sent so far (metered as the response size).
         sent: usize,
     }
-    impl St {
+    impl<E> St<E> {
         fn push(&mut self, v: Value) {
             let data = v.to_string();
             self.sent += data.len() + "data: \n\n".len();
             self.pending.push_back(Event::default().data(data));
         }
     }
-    let state =
-        St { generation, meter, shape, include_usage, first: true, done: false, pending: Default::default(), sent: 0 };
+    let mut state = St {
+        events,
+        meter,
+        shape,
+        include_usage,
+        completion: vec![0; count],
+        offsets: vec![0; count],
+        open: count,
+        done: false,
+        pending: Default::default(),
+        sent: 0,
+    };
+    for index in 0..count {
+        if let Some(v) = state.shape.opening(index) {
+            state.push(v);
+        }
+    }
     let events = futures::stream::unfold(state, |mut st| async move {
         loop {
             if let Some(event) = st.pending.pop_front() {
@@ -319,28 +379,26 @@ pub fn stream(generation: Generation, meter: UsageMeter, shape: Shape, include_u
             if st.done {
                 return None;
             }
-            if st.first {
-                st.first = false;
-                if st.shape.chat {
-                    let v = st.shape.chunk(None, true, None);
-                    st.push(v);
-                    continue;
-                }
-            }
-            match st.generation.events.recv().await {
-                Some(GenerationEvent::Delta { text, tokens }) => {
+            match st.events.next().await {
+                Some((i, GenerationEvent::Delta { text, tokens, logprobs })) => {
                     st.meter.completion_tokens += tokens;
-                    if !text.is_empty() {
-                        let v = st.shape.chunk(Some(&text), false, None);
+                    st.completion[i] += tokens;
+                    if !text.is_empty() || !logprobs.is_empty() {
+                        let v = st.shape.delta(i, &text, &logprobs, &mut st.offsets[i]);
                         st.push(v);
                     }
                 }
-                Some(GenerationEvent::Finished { reason, usage }) => {
-                    st.meter.completion_tokens = usage.completion_tokens;
-                    let v = st.shape.chunk(None, false, Some(reason));
+                Some((i, GenerationEvent::Finished { reason, usage })) => {
+                    st.meter.completion_tokens +=
+                        usage.completion_tokens - st.completion[i].min(usage.completion_tokens);
+                    let v = st.shape.finished(i, reason);
                     st.push(v);
+                    st.open -= 1;
+                    if st.open > 0 {
+                        continue;
+                    }
                     if st.include_usage {
-                        let v = st.shape.envelope(json!([]), Some(st.meter.usage()));
+                        let v = st.shape.usage_chunk(st.meter.usage());
                         st.push(v);
                     }
                     // `[DONE]` acknowledges the answer: only once its usage is durable.
@@ -350,17 +408,16 @@ pub fn stream(generation: Generation, meter: UsageMeter, shape: Shape, include_u
                     }
                     st.done = true;
                 }
-                Some(GenerationEvent::Failed(e)) => {
-                    let error = ApiError::from(maas_controller::routing::InferError::from(e));
+                Some((_, GenerationEvent::Started { .. })) => {}
+                ended => {
+                    // A choice failed, or the replica went away: the others are cancelled
+                    // when the stream (and with it the generations) is dropped.
+                    let error = failure(ended.map(|(_, e)| e));
                     let v = error_event(&error);
                     st.push(v);
                     if let Err(e) = st.meter.finish(st.sent, Some(&error)).await {
                         tracing::error!(error = %e.message, "usage of a failed stream could not be recorded");
                     }
-                    st.done = true;
-                }
-                Some(GenerationEvent::Started { .. }) => {}
-                None => {
                     st.done = true;
                 }
             }

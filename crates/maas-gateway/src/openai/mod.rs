@@ -3,11 +3,12 @@
 //!
 //! `model` names a deployment (`tenant/name`, or a name in the key's tenant). Deployments that
 //! run here answer from their replicas ([`embeddings`], [`chat`], [`completions`], sharing
-//! [`generation`]); external deployments of protocol `openai` are forwarded ([`upstream`]).
+//! [`generation`] and the response shapes in [`choices`]); external deployments of protocol `openai` are forwarded ([`upstream`]).
 //! Errors have the OpenAI shape `{"error": {"message", "type", "code", "param"}}`, with our
 //! stable `code`.
 
 pub mod chat;
+pub mod choices;
 pub mod completions;
 pub mod embeddings;
 pub mod generation;
@@ -69,8 +70,8 @@ pub(crate) async fn route<T: DeserializeOwned>(
 }
 
 /// Tokens a request may use, estimated before it runs (input: a token per 4 bytes of text;
-/// output: `max_tokens`, else 256 for generation), reserved against token limits and settled
-/// with the real counts afterwards.
+/// output: `max_tokens`, else 256 for generation, for each choice: `n` per prompt), reserved
+/// against token limits and settled with the real counts afterwards.
 fn estimate(v: &serde_json::Value) -> (i64, i64) {
     use serde_json::Value;
     fn bytes(v: &Value) -> usize {
@@ -88,7 +89,13 @@ fn estimate(v: &serde_json::Value) -> (i64, i64) {
         .or_else(|| v.get("max_tokens"))
         .and_then(Value::as_i64)
         .unwrap_or(if generates { 256 } else { 0 });
-    (i64::try_from(input.div_ceil(4)).unwrap_or(i64::MAX), output.max(0))
+    let prompts = match v.get("prompt") {
+        Some(Value::Array(a)) => a.len().max(1),
+        _ => 1,
+    };
+    let n = v.get("n").and_then(Value::as_u64).unwrap_or(1).max(1);
+    let choices = i64::try_from(n.saturating_mul(prompts as u64)).unwrap_or(i64::MAX);
+    (i64::try_from(input.div_ceil(4)).unwrap_or(i64::MAX), output.max(0).saturating_mul(choices))
 }
 
 /// Reads a JSON body of at most `limit` bytes as a JSON value (kept whole for forwarding to
@@ -131,5 +138,7 @@ mod tests {
         assert_eq!(super::estimate(&chat), (3, 10));
         assert_eq!(super::estimate(&json!({"model": "m", "prompt": "hi"})), (1, 256));
         assert_eq!(super::estimate(&json!({"model": "m", "input": ["abcd", "efgh"]})), (2, 0));
+        let choices = json!({"model": "m", "prompt": ["abcd", "efgh"], "n": 3, "max_tokens": 5});
+        assert_eq!(super::estimate(&choices), (2, 30));
     }
 }

@@ -46,6 +46,31 @@ pub struct GenerateRequest {
     pub max_tokens: Option<usize>,
     /// Text that ends generation; it is not part of the output.
     pub stop: Vec<String>,
+    /// Report each generated token's log-probability, with this many of the most likely
+    /// tokens at its position (0..=[`MAX_TOP_LOGPROBS`]); `None`: none.
+    pub logprobs: Option<usize>,
+}
+
+/// The most alternatives [`GenerateRequest::logprobs`] may ask for (OpenAI's limit).
+pub const MAX_TOP_LOGPROBS: usize = 20;
+
+/// A token and its log-probability under the model's own distribution at that position: the
+/// softmax of the raw logits, before penalties, temperature, top-k or top-p (vLLM's default,
+/// `raw_logprobs`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    pub token: u32,
+    /// The token's bytes (possibly part of a UTF-8 character).
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
+}
+
+/// A generated token's log-probability and the most likely tokens at its position, most
+/// likely first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Logprobs {
+    pub chosen: TokenLogprob,
+    pub top: Vec<TokenLogprob>,
 }
 
 /// Why generation ended.
@@ -74,10 +99,13 @@ pub enum GenerationEvent {
         prompt_tokens: usize,
     },
     /// New text, and how many tokens it took (text may lag tokens: an incomplete UTF-8
-    /// sequence or a possible stop-sequence prefix is held back).
+    /// sequence or a possible stop-sequence prefix is held back). With
+    /// [`GenerateRequest::logprobs`], the log-probabilities of the tokens generated since the
+    /// last delta, an end-of-sequence token excepted (a last delta may carry only these).
     Delta {
         text: String,
         tokens: usize,
+        logprobs: Vec<Logprobs>,
     },
     Finished {
         reason: FinishReason,

@@ -149,6 +149,30 @@ impl Sampler {
     }
 }
 
+/// Log-probabilities under the softmax of a raw logits row: the `chosen` token's, and the
+/// `top` most likely tokens' (most likely first, ties by token id). NaN logits count as -inf.
+pub fn log_probabilities(logits: &[f32], chosen: u32, top: usize) -> (f32, Vec<(u32, f32)>) {
+    let clean = |l: f32| if l.is_nan() { f32::NEG_INFINITY } else { l.min(f32::MAX) };
+    let max = logits.iter().map(|&l| clean(l)).fold(f32::NEG_INFINITY, f32::max);
+    let mut lanes = [0.0f32; 8];
+    for (i, &l) in logits.iter().enumerate() {
+        lanes[i % 8] += exp_nonpositive(clean(l) - max);
+    }
+    let log_sum = max + lanes.iter().sum::<f32>().ln();
+    // A short list kept sorted: `top` is at most a few dozen, the row tens of thousands.
+    let mut best: Vec<(u32, f32)> = Vec::with_capacity(top + 1);
+    for (i, &l) in logits.iter().enumerate() {
+        let l = clean(l);
+        if top > 0 && (best.len() < top || l > best[best.len() - 1].1) {
+            let at = best.partition_point(|&(_, b)| b >= l);
+            best.insert(at, (i as u32, l));
+            best.truncate(top);
+        }
+    }
+    let chosen = logits.get(chosen as usize).map_or(f32::NEG_INFINITY, |&l| clean(l)) - log_sum;
+    (chosen, best.into_iter().map(|(token, l)| (token, l - log_sum)).collect())
+}
+
 /// Turns NaN logits into -inf and +inf ones into the largest finite value (so that the
 /// softmax stays defined), and returns the largest logit. Eight lanes, so that it vectorizes.
 fn sanitize_max(logits: &mut [f32]) -> f32 {
@@ -399,6 +423,28 @@ mod tests {
         assert!(
             SamplingParams { temperature: 0.0, top_p: 1.0, presence_penalty: -2.0, ..params(1.0) }.validate().is_ok()
         );
+    }
+
+    #[test]
+    fn log_probabilities_of_a_row() {
+        let logits = row(1000, 3);
+        let (chosen, top) = log_probabilities(&logits, 17, 5);
+        let exact_sum: f64 = logits.iter().map(|&l| f64::from(l).exp()).sum();
+        let exact = |t: usize| f64::from(logits[t]) - exact_sum.ln();
+        assert!((f64::from(chosen) - exact(17)).abs() < 1e-4, "{chosen} vs {}", exact(17));
+        assert_eq!(top.len(), 5);
+        let mut order: Vec<usize> = (0..logits.len()).collect();
+        order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+        for (&(token, logprob), &expected) in top.iter().zip(&order) {
+            assert_eq!(token as usize, expected);
+            assert!((f64::from(logprob) - exact(expected)).abs() < 1e-4);
+        }
+        // Ties go to the lower id; NaN counts as -inf; no alternatives asked, none given.
+        let (chosen, top) = log_probabilities(&[1.0, f32::NAN, 1.0, 0.0], 1, 3);
+        assert_eq!(chosen, f32::NEG_INFINITY);
+        assert_eq!(top.iter().map(|&(t, _)| t).collect::<Vec<_>>(), vec![0, 2, 3]);
+        assert!((top[0].1 - (1.0f32 / (2.0 + (-1.0f32).exp())).ln()).abs() < 1e-6);
+        assert!(log_probabilities(&logits, 0, 0).1.is_empty());
     }
 
     #[test]

@@ -28,10 +28,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use super::engine::{LmEngine, LmInfo, SeqChunk};
-use super::sampler::Sampler;
+use super::sampler::{Sampler, log_probabilities};
 use super::template::ChatTemplate;
 use super::text::TextStream;
-use super::{FinishReason, GenerateRequest, GenerationEvent, Prompt, Usage};
+use super::{FinishReason, GenerateRequest, GenerationEvent, Logprobs, MAX_TOP_LOGPROBS, Prompt, TokenLogprob, Usage};
 use crate::lifecycle::Lifecycle;
 use crate::{ReplicaError, ReplicaState, RuntimeError};
 
@@ -154,6 +154,10 @@ impl GenerationReplica {
         if request.max_tokens == Some(0) {
             return Err(RuntimeError::InvalidInput("max_tokens must be at least 1".into()).into());
         }
+        if request.logprobs.is_some_and(|top| top > MAX_TOP_LOGPROBS) {
+            let message = format!("at most {MAX_TOP_LOGPROBS} top logprobs per token");
+            return Err(RuntimeError::InvalidInput(message).into());
+        }
         let (events, receiver) = unbounded_channel();
         let sender = self.sender.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let Some(sender) = sender.as_ref() else {
@@ -214,9 +218,12 @@ struct Sequence {
     /// The last sampled token, fed at the next step.
     next: Option<u32>,
     max_tokens: Option<usize>,
+    /// How many alternatives to report with each token's log-probability, if asked.
+    logprobs: Option<usize>,
     completion_tokens: usize,
-    /// Tokens generated since the last `Delta` sent.
+    /// Tokens generated since the last `Delta` sent, and their log-probabilities if asked.
     unsent_tokens: usize,
+    unsent_logprobs: Vec<Logprobs>,
     joined_at: Instant,
 }
 
@@ -418,8 +425,10 @@ impl Serving {
                 cached: 0,
                 next: None,
                 max_tokens: job.request.max_tokens,
+                logprobs: job.request.logprobs,
                 completion_tokens: 0,
                 unsent_tokens: 0,
+                unsent_logprobs: Vec::new(),
                 joined_at: Instant::now(),
             });
         }
@@ -541,12 +550,20 @@ fn advance(sequence: &mut Sequence, n: usize, logits: &mut [f32], engine: &dyn L
         // Still reading the prompt.
         return Outcome::Continue;
     }
+    // The raw row, before the sampler reshapes it, when log-probabilities are asked for.
+    let raw = sequence.logprobs.map(|_| logits.to_vec());
     let token = sequence.sampler.sample(logits);
     sequence.completion_tokens += 1;
     sequence.unsent_tokens += 1;
     let info = engine.info();
     if info.eos_tokens.contains(&token) {
         return finish(sequence, FinishReason::Stop, true);
+    }
+    if let (Some(top), Some(raw)) = (sequence.logprobs, raw) {
+        let (logprob, top) = log_probabilities(&raw, token, top);
+        let entry = |token, logprob| TokenLogprob { token, bytes: engine.token_bytes(token), logprob };
+        let top = top.into_iter().map(|(t, l)| entry(t, l)).collect();
+        sequence.unsent_logprobs.push(Logprobs { chosen: entry(token, logprob), top });
     }
     let pushed = sequence.text.push(&engine.token_bytes(token));
     if !pushed.text.is_empty() && !send_delta(sequence, pushed.text) {
@@ -566,13 +583,12 @@ fn advance(sequence: &mut Sequence, n: usize, logits: &mut [f32], engine: &dyn L
     Outcome::Continue
 }
 
-/// Sends the rest of the text (when `flush`) and `Finished`; the sequence leaves either way.
+/// Sends the rest of the text (when `flush`) and of the log-probabilities, and `Finished`;
+/// the sequence leaves either way.
 fn finish(sequence: &mut Sequence, reason: FinishReason, flush: bool) -> Outcome {
-    if flush {
-        let rest = sequence.text.finish();
-        if !rest.is_empty() && !send_delta(sequence, rest) {
-            return Outcome::Leave;
-        }
+    let rest = if flush { sequence.text.finish() } else { String::new() };
+    if (!rest.is_empty() || !sequence.unsent_logprobs.is_empty()) && !send_delta(sequence, rest) {
+        return Outcome::Leave;
     }
     let _ = sequence.send(GenerationEvent::Finished { reason, usage: sequence.usage() });
     Outcome::Leave
@@ -582,5 +598,6 @@ fn finish(sequence: &mut Sequence, reason: FinishReason, flush: bool) -> Outcome
 /// gone.
 fn send_delta(sequence: &mut Sequence, text: String) -> bool {
     let tokens = std::mem::take(&mut sequence.unsent_tokens);
-    sequence.send(GenerationEvent::Delta { text, tokens })
+    let logprobs = std::mem::take(&mut sequence.unsent_logprobs);
+    sequence.send(GenerationEvent::Delta { text, tokens, logprobs })
 }

@@ -1,0 +1,202 @@
+//! The response shapes of chat and text completions: whole answers and streamed chunks with
+//! any number of choices, and OpenAI's two `logprobs` layouts (chat's `content` list, text
+//! completions' parallel `tokens`/`token_logprobs`/`top_logprobs`/`text_offset` lists).
+
+use maas_runtime::generate::{FinishReason, Logprobs, TokenLogprob};
+use serde_json::{Map, Value, json};
+
+use super::generation::Usage;
+
+/// OpenAI's floor for log-probabilities: JSON has no -inf.
+const LOGPROB_FLOOR: f32 = -9999.0;
+
+/// One finished choice of a whole answer.
+#[derive(Debug, Default)]
+pub struct Choice {
+    pub text: String,
+    pub logprobs: Vec<Logprobs>,
+    pub finish: Option<FinishReason>,
+}
+
+/// The response shape: chat (`chat.completion[.chunk]`, `message`/`delta`) or text
+/// (`text_completion`, `text`), and whether the request asked for log-probabilities.
+#[derive(Debug, Clone)]
+pub struct Shape {
+    pub chat: bool,
+    pub logprobs: bool,
+    pub id: String,
+    pub model: String,
+    pub created: i64,
+}
+
+fn reason(r: FinishReason) -> &'static str {
+    match r {
+        FinishReason::Stop => "stop",
+        FinishReason::Length => "length",
+    }
+}
+
+fn token_text(t: &TokenLogprob) -> String {
+    String::from_utf8_lossy(&t.bytes).into_owned()
+}
+
+fn logprob(t: &TokenLogprob) -> f32 {
+    if t.logprob.is_nan() { LOGPROB_FLOOR } else { t.logprob.max(LOGPROB_FLOOR) }
+}
+
+impl Shape {
+    pub fn new(chat: bool, logprobs: bool, model: String) -> Shape {
+        let prefix = if chat { "chatcmpl" } else { "cmpl" };
+        let id = format!("{prefix}-{}", uuid::Uuid::new_v4().simple());
+        Shape { chat, logprobs, id, model, created: super::unix_now() }
+    }
+
+    /// The whole answer (not streamed), choices in index order.
+    pub fn answer(&self, choices: &[Choice], usage: Usage) -> Value {
+        let choices: Vec<Value> = choices
+            .iter()
+            .enumerate()
+            .map(|(index, c)| {
+                let finish_reason = c.finish.map(reason);
+                let logprobs = self.logprobs_json(&c.logprobs, &mut 0);
+                if self.chat {
+                    json!({ "index": index, "message": { "role": "assistant", "content": c.text },
+                            "finish_reason": finish_reason, "logprobs": logprobs })
+                } else {
+                    json!({ "index": index, "text": c.text, "finish_reason": finish_reason, "logprobs": logprobs })
+                }
+            })
+            .collect();
+        let object = if self.chat { "chat.completion" } else { "text_completion" };
+        json!({ "id": self.id, "object": object, "created": self.created, "model": self.model,
+                "choices": choices, "usage": usage })
+    }
+
+    /// The chunk that opens choice `index` of a chat stream (its `role`); text completions
+    /// have none.
+    pub fn opening(&self, index: usize) -> Option<Value> {
+        self.chat.then(|| {
+            let choice = json!({ "index": index, "delta": { "role": "assistant", "content": "" },
+                                 "finish_reason": null, "logprobs": null });
+            self.envelope(json!([choice]), None)
+        })
+    }
+
+    /// One streamed chunk of choice `index`: new text and its tokens' log-probabilities
+    /// (`offset`: the characters of this choice's text before them, advanced past them).
+    pub fn delta(&self, index: usize, text: &str, logprobs: &[Logprobs], offset: &mut usize) -> Value {
+        let logprobs = self.logprobs_json(logprobs, offset);
+        let choice = if self.chat {
+            json!({ "index": index, "delta": { "content": text }, "finish_reason": null, "logprobs": logprobs })
+        } else {
+            json!({ "index": index, "text": text, "finish_reason": null, "logprobs": logprobs })
+        };
+        self.envelope(json!([choice]), None)
+    }
+
+    /// The chunk that ends choice `index` of a stream.
+    pub fn finished(&self, index: usize, finish: FinishReason) -> Value {
+        let choice = if self.chat {
+            json!({ "index": index, "delta": {}, "finish_reason": reason(finish), "logprobs": null })
+        } else {
+            json!({ "index": index, "text": "", "finish_reason": reason(finish), "logprobs": null })
+        };
+        self.envelope(json!([choice]), None)
+    }
+
+    /// The last chunk of a stream that asked for usage: no choices.
+    pub fn usage_chunk(&self, usage: Usage) -> Value {
+        self.envelope(json!([]), Some(usage))
+    }
+
+    fn envelope(&self, choices: Value, usage: Option<Usage>) -> Value {
+        let object = if self.chat { "chat.completion.chunk" } else { "text_completion" };
+        let mut v = json!({ "id": self.id, "object": object, "created": self.created, "model": self.model,
+                            "choices": choices });
+        if let Some(u) = usage {
+            v["usage"] = json!(u);
+        }
+        v
+    }
+
+    /// A choice's `logprobs`: `null` unless asked for; chat: `{"content": [{token, logprob,
+    /// bytes, top_logprobs}]}`; text: `{tokens, token_logprobs, top_logprobs, text_offset}`,
+    /// offsets counted in characters from `offset`, which ends past these tokens.
+    fn logprobs_json(&self, entries: &[Logprobs], offset: &mut usize) -> Value {
+        if !self.logprobs {
+            return Value::Null;
+        }
+        if self.chat {
+            let token = |t: &TokenLogprob| json!({ "token": token_text(t), "logprob": logprob(t), "bytes": t.bytes });
+            let content: Vec<Value> = entries
+                .iter()
+                .map(|e| {
+                    let mut v = token(&e.chosen);
+                    v["top_logprobs"] = e.top.iter().map(token).collect();
+                    v
+                })
+                .collect();
+            return json!({ "content": content, "refusal": null });
+        }
+        let (mut tokens, mut token_logprobs, mut top_logprobs, mut text_offset) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for e in entries {
+            let text = token_text(&e.chosen);
+            text_offset.push(*offset);
+            *offset += text.chars().count();
+            tokens.push(text);
+            token_logprobs.push(logprob(&e.chosen));
+            let top: Map<String, Value> = e.top.iter().map(|t| (token_text(t), json!(logprob(t)))).collect();
+            top_logprobs.push(top);
+        }
+        json!({ "tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top_logprobs,
+                "text_offset": text_offset })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(token: u32, text: &str, logprob: f32, top: &[(u32, &str, f32)]) -> Logprobs {
+        let t = |token, text: &str, logprob| TokenLogprob { token, bytes: text.as_bytes().to_vec(), logprob };
+        Logprobs { chosen: t(token, text, logprob), top: top.iter().map(|&(i, s, l)| t(i, s, l)).collect() }
+    }
+
+    #[test]
+    fn chat_logprobs_list_tokens_with_bytes_and_alternatives() {
+        let shape = Shape::new(true, true, "a/m".into());
+        let entries =
+            [entry(5, "Hi", -0.25, &[(5, "Hi", -0.25), (6, "Hey", -1.5)]), entry(7, "é", f32::NEG_INFINITY, &[])];
+        let v =
+            shape.answer(&[Choice { text: "Hié".into(), logprobs: entries.to_vec(), finish: None }], Usage::new(3, 2));
+        let content = &v["choices"][0]["logprobs"]["content"];
+        assert_eq!(
+            content[0],
+            json!({ "token": "Hi", "logprob": -0.25, "bytes": [72, 105],
+            "top_logprobs": [{ "token": "Hi", "logprob": -0.25, "bytes": [72, 105] },
+                             { "token": "Hey", "logprob": -1.5, "bytes": [72, 101, 121] }] })
+        );
+        assert_eq!(content[1]["logprob"], json!(LOGPROB_FLOOR), "-inf is floored, JSON has no infinities");
+        assert_eq!(content[1]["bytes"], json!([195, 169]));
+        let plain = Shape::new(true, false, "a/m".into());
+        assert_eq!(plain.answer(&[Choice::default()], Usage::default())["choices"][0]["logprobs"], Value::Null);
+    }
+
+    #[test]
+    fn text_logprobs_are_parallel_lists_with_character_offsets() {
+        let shape = Shape::new(false, true, "a/m".into());
+        let mut offset = 0;
+        let first =
+            shape.delta(1, "é a", &[entry(1, "é", -0.5, &[(1, "é", -0.5)]), entry(2, " a", -1.0, &[])], &mut offset);
+        assert_eq!(first["choices"][0]["index"], 1);
+        assert_eq!(
+            first["choices"][0]["logprobs"],
+            json!({ "tokens": ["é", " a"], "token_logprobs": [-0.5, -1.0],
+            "top_logprobs": [{ "é": -0.5 }, {}], "text_offset": [0, 1] })
+        );
+        let next = shape.delta(1, "b", &[entry(3, "b", -2.0, &[])], &mut offset);
+        assert_eq!(next["choices"][0]["logprobs"]["text_offset"], json!([3]));
+        assert_eq!(offset, 4);
+    }
+}
