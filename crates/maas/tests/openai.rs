@@ -128,6 +128,11 @@ out["completion_logprobs"] = {"text": r.choices[0].text, "tokens": "".join(l.tok
                               "offsets": all(r.choices[0].text[o:].startswith(t) for o, t in zip(l.text_offset, l.tokens)),
                               "top": sorted({len(t) for t in l.top_logprobs})}
 
+r = c.completions.create(model="alice/smollm", prompt="The capital of France is", max_tokens=5, temperature=0, echo=True)
+parts = list(c.completions.create(model="alice/smollm", prompt="The capital of France is", max_tokens=5, temperature=0, echo=True, stream=True))
+out["echo"] = {"text": r.choices[0].text, "stream": "".join(p.choices[0].text for p in parts if p.choices),
+               "first": parts[0].choices[0].text}
+
 # Several choices: n per prompt, and several prompts; a prompt's tokens count once.
 r = c.chat.completions.create(model="alice/smollm", messages=q, temperature=1.0, seed=3, n=3, max_tokens=12)
 out["n3"] = {"index": [ch.index for ch in r.choices], "distinct": len({ch.message.content for ch in r.choices}),
@@ -177,6 +182,7 @@ out["errors"] = {
     "too_many_choices": error(lambda: c.chat.completions.create(model="alice/smollm", messages=q, n=65)),
     "top_logprobs_alone": error(lambda: c.chat.completions.create(model="alice/smollm", messages=q, top_logprobs=2)),
     "too_many_logprobs": error(lambda: c.completions.create(model="alice/smollm", prompt="Hi", logprobs=21)),
+    "echo_logprobs": error(lambda: c.completions.create(model="alice/smollm", prompt="Hi", logprobs=1, echo=True)),
     "empty_input": error(lambda: c.embeddings.create(model="alice/minilm", input="")),
     "bad_key": error(lambda: openai.OpenAI(api_key="mk_nope", max_retries=0).models.list()),
 }
@@ -236,6 +242,11 @@ async fn the_openai_sdk_gets_chat_completions_and_embeddings() {
     let lp = &out["completion_logprobs"];
     assert_eq!(lp["tokens"], lp["text"], "{lp}");
     assert_eq!((&lp["n"], &lp["offsets"], &lp["top"]), (&json!(5), &json!(true), &json!([2])), "{lp}");
+    // Echo: the prompt, then the same greedy continuation; a stream sends the prompt first.
+    let echo = &out["echo"];
+    let echoed = format!("The capital of France is{}", lp["text"].as_str().unwrap());
+    assert_eq!((&echo["text"], &echo["stream"]), (&json!(echoed), &json!(echoed)), "{echo}");
+    assert_eq!(echo["first"], "The capital of France is");
     // Choices.
     let n3 = &out["n3"];
     assert_eq!(n3["index"], json!([0, 1, 2]));
@@ -274,6 +285,7 @@ async fn the_openai_sdk_gets_chat_completions_and_embeddings() {
     expect("too_many_choices", 400, "invalid_request");
     expect("top_logprobs_alone", 400, "invalid_request");
     expect("too_many_logprobs", 400, "invalid_request");
+    expect("echo_logprobs", 400, "invalid_request");
     expect("empty_input", 400, "invalid_request");
     expect("bad_key", 401, "invalid_api_key");
     let too_many = &errors["too_many_choices"];

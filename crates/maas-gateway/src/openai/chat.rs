@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::choices::Shape;
 use super::generation::{self, Sampling};
 use super::{Routed, route};
 use crate::error::{ApiError, ErrorBody};
@@ -113,16 +114,9 @@ async fn chat_completions(
     };
     match generate_requests(&request) {
         Ok(generate) => {
-            generation::respond(
-                &state.controller,
-                &endpoint,
-                generate,
-                request.sampling.per_prompt(),
-                true,
-                &request.sampling,
-                call,
-            )
-            .await
+            let logprobs = generate.iter().any(|r| r.logprobs.is_some());
+            let shape = Shape::new(true, logprobs, endpoint.full_name());
+            generation::respond(&state.controller, &endpoint, generate, shape, &request.sampling, call).await
         }
         Err(e) => Err(call.fail(e).await),
     }

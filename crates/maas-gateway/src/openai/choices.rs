@@ -19,11 +19,13 @@ pub struct Choice {
 }
 
 /// The response shape: chat (`chat.completion[.chunk]`, `message`/`delta`) or text
-/// (`text_completion`, `text`), and whether the request asked for log-probabilities.
+/// (`text_completion`, `text`), whether the request asked for log-probabilities, and the text
+/// each choice starts with (text completions' `echo`: its prompt).
 #[derive(Debug, Clone)]
 pub struct Shape {
     pub chat: bool,
     pub logprobs: bool,
+    pub echo: Vec<String>,
     pub id: String,
     pub model: String,
     pub created: i64,
@@ -48,7 +50,16 @@ impl Shape {
     pub fn new(chat: bool, logprobs: bool, model: String) -> Shape {
         let prefix = if chat { "chatcmpl" } else { "cmpl" };
         let id = format!("{prefix}-{}", uuid::Uuid::new_v4().simple());
-        Shape { chat, logprobs, id, model, created: super::unix_now() }
+        Shape { chat, logprobs, echo: Vec::new(), id, model, created: super::unix_now() }
+    }
+
+    /// Choice `i`'s text starts with `echo[i]`.
+    pub fn with_echo(self, echo: Vec<String>) -> Shape {
+        Shape { echo, ..self }
+    }
+
+    fn echoed(&self, index: usize) -> &str {
+        self.echo.get(index).map_or("", String::as_str)
     }
 
     /// The whole answer (not streamed), choices in index order.
@@ -63,7 +74,8 @@ impl Shape {
                     json!({ "index": index, "message": { "role": "assistant", "content": c.text },
                             "finish_reason": finish_reason, "logprobs": logprobs })
                 } else {
-                    json!({ "index": index, "text": c.text, "finish_reason": finish_reason, "logprobs": logprobs })
+                    let text = format!("{}{}", self.echoed(index), c.text);
+                    json!({ "index": index, "text": text, "finish_reason": finish_reason, "logprobs": logprobs })
                 }
             })
             .collect();
@@ -72,14 +84,20 @@ impl Shape {
                 "choices": choices, "usage": usage })
     }
 
-    /// The chunk that opens choice `index` of a chat stream (its `role`); text completions
-    /// have none.
+    /// The chunk that opens choice `index` of a stream: chat's `role`, or the echoed prompt of
+    /// a text completion (none without `echo`).
     pub fn opening(&self, index: usize) -> Option<Value> {
-        self.chat.then(|| {
-            let choice = json!({ "index": index, "delta": { "role": "assistant", "content": "" },
-                                 "finish_reason": null, "logprobs": null });
-            self.envelope(json!([choice]), None)
-        })
+        let choice = if self.chat {
+            json!({ "index": index, "delta": { "role": "assistant", "content": "" },
+                    "finish_reason": null, "logprobs": null })
+        } else {
+            let echo = self.echoed(index);
+            if echo.is_empty() {
+                return None;
+            }
+            json!({ "index": index, "text": echo, "finish_reason": null, "logprobs": null })
+        };
+        Some(self.envelope(json!([choice]), None))
     }
 
     /// One streamed chunk of choice `index`: new text and its tokens' log-probabilities
@@ -198,5 +216,18 @@ mod tests {
         let next = shape.delta(1, "b", &[entry(3, "b", -2.0, &[])], &mut offset);
         assert_eq!(next["choices"][0]["logprobs"]["text_offset"], json!([3]));
         assert_eq!(offset, 4);
+    }
+
+    #[test]
+    fn echo_puts_the_prompt_before_the_text() {
+        let shape = Shape::new(false, false, "a/m".into()).with_echo(vec!["Once".into(), "Twice".into()]);
+        let whole =
+            shape.answer(&[Choice { text: " upon".into(), ..Choice::default() }, Choice::default()], Usage::default());
+        assert_eq!(
+            (&whole["choices"][0]["text"], &whole["choices"][1]["text"]),
+            (&json!("Once upon"), &json!("Twice"))
+        );
+        assert_eq!(shape.opening(1).unwrap()["choices"][0]["text"], "Twice");
+        assert!(Shape::new(false, false, "a/m".into()).opening(0).is_none());
     }
 }

@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::choices::Shape;
 use super::generation::{self, Sampling};
 use super::{Routed, route};
 use crate::error::{ApiError, ErrorBody};
@@ -35,7 +36,8 @@ pub struct CompletionRequest {
     pub prompt: PromptIn,
     #[serde(flatten)]
     pub sampling: Sampling,
-    /// Echoing the prompt back is not supported.
+    /// Each choice's text starts with its prompt (not with `logprobs`: the prompt's own
+    /// log-probabilities are not computed).
     #[serde(default)]
     pub echo: bool,
 }
@@ -59,26 +61,30 @@ async fn completions(
     };
     match generate_requests(&request) {
         Ok(generate) => {
-            generation::respond(
-                &state.controller,
-                &endpoint,
-                generate,
-                request.sampling.per_prompt(),
-                false,
-                &request.sampling,
-                call,
-            )
-            .await
+            let logprobs = generate.iter().any(|r| r.logprobs.is_some());
+            let echo = match request.echo {
+                true => generate.iter().map(|r| prompt_text(&r.prompt).to_owned()).collect(),
+                false => Vec::new(),
+            };
+            let shape = Shape::new(false, logprobs, endpoint.full_name()).with_echo(echo);
+            generation::respond(&state.controller, &endpoint, generate, shape, &request.sampling, call).await
         }
         Err(e) => Err(call.fail(e).await),
+    }
+}
+
+fn prompt_text(prompt: &Prompt) -> &str {
+    match prompt {
+        Prompt::Text(text) => text,
+        Prompt::Chat(_) => "",
     }
 }
 
 /// The generations a completion request asks for: `n` continuations of each prompt.
 fn generate_requests(request: &CompletionRequest) -> Result<Vec<GenerateRequest>, ApiError> {
     let bad = |param: &str, m: &str| ApiError::new(ErrorCode::InvalidRequest, m).with_param(param);
-    if request.echo {
-        return Err(bad("echo", "echo is not supported"));
+    if request.echo && request.sampling.logprobs.as_ref().is_some_and(|l| !l.is_null()) {
+        return Err(bad("echo", "echo with logprobs (the prompt's log-probabilities) is not supported"));
     }
     let prompts = match &request.prompt {
         PromptIn::One(p) => vec![Prompt::Text(p.clone())],

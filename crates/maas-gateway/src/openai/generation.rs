@@ -223,19 +223,17 @@ impl Drop for UsageMeter {
 }
 
 /// Runs the generations of one call (its choices, in index order) on a text-generation
-/// endpoint and answers whole, or streamed when the request says `stream: true`, in the chat
-/// or the text completion shape. `per_prompt` choices share each prompt, whose tokens count
-/// once.
+/// endpoint and answers whole, or streamed when the request says `stream: true`, in `shape`.
+/// `n` choices share each prompt, whose tokens count once.
 pub async fn respond(
     controller: &Controller,
     endpoint: &Endpoint,
     requests: Vec<GenerateRequest>,
-    per_prompt: usize,
-    chat: bool,
+    shape: Shape,
     sampling: &Sampling,
     mut call: Metered,
 ) -> Result<Response, ApiError> {
-    let logprobs = requests.iter().any(|r| r.logprobs.is_some());
+    let per_prompt = sampling.per_prompt();
     // All at once, so that the choices decode together; one refused: the rest are dropped
     // (which cancels them) and the call fails.
     let started = futures::future::join_all(requests.into_iter().map(|r| controller.generate(endpoint, r))).await;
@@ -247,7 +245,6 @@ pub async fn respond(
     call.tokens = (prompt_tokens, 0);
     let headers = call.headers();
     let meter = UsageMeter::new(call, prompt_tokens);
-    let shape = Shape::new(chat, logprobs, endpoint.full_name());
     let choices = generations.len();
     let events = merged(generations);
     let mut response = if sampling.stream {
