@@ -53,6 +53,11 @@ pub struct OnnxConfig {
     /// which spins). Spinning shaves wake-ups off each parallel operator but keeps a core busy
     /// after every run, which on a small machine the server's own request handling needs.
     pub intra_op_spinning: Option<bool>,
+    /// Whether intra-op threads go on spinning after a run returns, until the next one
+    /// (ONNX Runtime's default). Off (the default here), they spin only while a run lasts
+    /// (`session.force_spinning_stop`): between two runs the server receives and answers
+    /// requests, and a spinning pool thread would take the core it needs.
+    pub spin_between_runs: bool,
 }
 
 /// The process's ONNX Runtime environment, with the library it came from.
@@ -133,6 +138,9 @@ impl OnnxBackend {
         }
         if let Some(spin) = config.intra_op_spinning {
             builder = builder.with_intra_op_spinning(spin).map_err(load)?;
+        }
+        if !config.spin_between_runs {
+            builder = builder.with_config_entry("session.force_spinning_stop", "1").map_err(load)?;
         }
         if config.inter_op_threads > 0 {
             builder = builder

@@ -65,6 +65,9 @@ pub struct RuntimeConfig {
     pub inter_op_threads: usize,
     /// Whether idle intra-op threads spin (unset: ONNX Runtime's default, which spins).
     pub intra_op_spinning: Option<bool>,
+    /// Whether intra-op threads keep spinning after a run until the next (ONNX Runtime's
+    /// default); off, they spin only during a run and leave the cores to request handling.
+    pub spin_between_runs: bool,
 }
 
 /// Where model files are stored.

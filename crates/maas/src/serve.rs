@@ -85,6 +85,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 intra_op_threads: config.runtime.intra_op_threads,
                 inter_op_threads: config.runtime.inter_op_threads,
                 intra_op_spinning: config.runtime.intra_op_spinning,
+                spin_between_runs: config.runtime.spin_between_runs,
             },
             max_upstream_answer_bytes: config.http.max_infer_bytes,
         },
