@@ -50,7 +50,7 @@ fn argmax(logits: &[f32]) -> u32 {
 
 /// Greedy decoding in `slot`: the prompt, then up to `n` tokens (stopping after an EOS).
 fn greedy(engine: &mut CandleLmEngine, slot: usize, prompt: &[u32], n: usize) -> Vec<u32> {
-    let mut logits = engine.step(&[SeqChunk { slot, pos: 0, tokens: prompt }]).unwrap().remove(0);
+    let mut logits = engine.step(&[SeqChunk { slot, pos: 0, tokens: prompt, all_logits: false }]).unwrap().remove(0);
     let mut out = Vec::new();
     while out.len() < n {
         let next = argmax(&logits);
@@ -59,7 +59,7 @@ fn greedy(engine: &mut CandleLmEngine, slot: usize, prompt: &[u32], n: usize) ->
             break;
         }
         let pos = prompt.len() + out.len() - 1;
-        logits = engine.step(&[SeqChunk { slot, pos, tokens: &[next] }]).unwrap().remove(0);
+        logits = engine.step(&[SeqChunk { slot, pos, tokens: &[next], all_logits: false }]).unwrap().remove(0);
     }
     out
 }
@@ -67,6 +67,39 @@ fn greedy(engine: &mut CandleLmEngine, slot: usize, prompt: &[u32], n: usize) ->
 fn text(engine: &CandleLmEngine, tokens: &[u32]) -> String {
     let bytes: Vec<u8> = tokens.iter().flat_map(|&t| engine.token_bytes(t)).collect();
     String::from_utf8(bytes).unwrap()
+}
+
+/// Every position's logits in one chunk (what prompt log-probabilities read): row `k` is what
+/// the prefix of `k + 1` tokens alone gives, and the chunk's other slot is unaffected.
+#[test]
+fn all_logits_give_the_row_after_every_token() {
+    let mut engine = engine();
+    engine.release(0);
+    engine.release(1);
+    let chunks = [
+        SeqChunk { slot: 0, pos: 0, tokens: &PROMPT_IDS, all_logits: true },
+        SeqChunk { slot: 1, pos: 0, tokens: &ANSWER_IDS, all_logits: false },
+    ];
+    let mut rows = engine.step(&chunks).unwrap();
+    let vocab = engine.info().vocab_size;
+    assert_eq!(rows[0].len(), PROMPT_IDS.len() * vocab);
+    assert_eq!(rows[1].len(), vocab);
+    let other = rows.remove(1);
+    let all = rows.remove(0);
+    for end in [1, 7, PROMPT_IDS.len()] {
+        engine.release(0);
+        let alone =
+            engine.step(&[SeqChunk { slot: 0, pos: 0, tokens: &PROMPT_IDS[..end], all_logits: false }]).unwrap();
+        let row = &all[(end - 1) * vocab..end * vocab];
+        let diff = row.iter().zip(&alone[0]).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(diff < 1e-3, "row after {end} tokens differs by {diff}");
+    }
+    engine.release(1);
+    let alone = engine.step(&[SeqChunk { slot: 1, pos: 0, tokens: &ANSWER_IDS, all_logits: false }]).unwrap();
+    let diff = other.iter().zip(&alone[0]).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(diff < 1e-3, "the other slot's row differs by {diff}");
+    engine.release(0);
+    engine.release(1);
 }
 
 #[test]
@@ -147,7 +180,7 @@ fn interleaved_slots_decode_as_if_alone() {
     // Both prompts in one step, then one token for each slot per step.
     let prompts = [&PROMPT_IDS[..], &other[..]];
     let chunks: Vec<SeqChunk<'_>> =
-        prompts.iter().enumerate().map(|(slot, p)| SeqChunk { slot, pos: 0, tokens: p }).collect();
+        prompts.iter().enumerate().map(|(slot, p)| SeqChunk { slot, pos: 0, tokens: p, all_logits: false }).collect();
     let mut logits = engine.step(&chunks).unwrap();
     let mut outs = [Vec::new(), Vec::new()];
     for _ in 0..8 {
@@ -155,7 +188,12 @@ fn interleaved_slots_decode_as_if_alone() {
         let chunks: Vec<SeqChunk<'_>> = (0..2)
             .map(|slot| {
                 outs[slot].push(next[slot]);
-                SeqChunk { slot, pos: prompts[slot].len() + outs[slot].len() - 1, tokens: &next[slot..=slot] }
+                SeqChunk {
+                    slot,
+                    pos: prompts[slot].len() + outs[slot].len() - 1,
+                    tokens: &next[slot..=slot],
+                    all_logits: false,
+                }
             })
             .collect();
         logits = engine.step(&chunks).unwrap();
@@ -171,7 +209,8 @@ fn release_starts_a_slot_afresh() {
     greedy(&mut engine, 0, &other, 3);
     engine.release(0);
     // A released slot holds nothing: continuing at the old position is refused…
-    let err = engine.step(&[SeqChunk { slot: 0, pos: other.len() + 2, tokens: &[504] }]).unwrap_err();
+    let err =
+        engine.step(&[SeqChunk { slot: 0, pos: other.len() + 2, tokens: &[504], all_logits: false }]).unwrap_err();
     assert!(matches!(err, RuntimeError::InvalidInput(_)), "{err:?}");
     // …and a new sequence decodes as in a fresh engine.
     assert_eq!(greedy(&mut engine, 0, &PROMPT_IDS, 16), ANSWER_IDS);
@@ -183,13 +222,16 @@ fn release_starts_a_slot_afresh() {
 fn refuses_bad_chunks() {
     let mut engine = engine();
     let invalid = |r: Result<Vec<Vec<f32>>, RuntimeError>| matches!(r, Err(RuntimeError::InvalidInput(_)));
-    assert!(invalid(engine.step(&[SeqChunk { slot: 2, pos: 0, tokens: &[1] }])));
-    assert!(invalid(engine.step(&[SeqChunk { slot: 0, pos: 0, tokens: &[] }])));
-    assert!(invalid(engine.step(&[SeqChunk { slot: 0, pos: 0, tokens: &[49152] }])));
-    let twice = [SeqChunk { slot: 1, pos: 0, tokens: &[1] }, SeqChunk { slot: 1, pos: 0, tokens: &[1] }];
+    assert!(invalid(engine.step(&[SeqChunk { slot: 2, pos: 0, tokens: &[1], all_logits: false }])));
+    assert!(invalid(engine.step(&[SeqChunk { slot: 0, pos: 0, tokens: &[], all_logits: false }])));
+    assert!(invalid(engine.step(&[SeqChunk { slot: 0, pos: 0, tokens: &[49152], all_logits: false }])));
+    let twice = [
+        SeqChunk { slot: 1, pos: 0, tokens: &[1], all_logits: false },
+        SeqChunk { slot: 1, pos: 0, tokens: &[1], all_logits: false },
+    ];
     assert!(invalid(engine.step(&twice)));
     let too_long = vec![198; 4097];
-    let result = engine.step(&[SeqChunk { slot: 0, pos: 0, tokens: &too_long }]);
+    let result = engine.step(&[SeqChunk { slot: 0, pos: 0, tokens: &too_long, all_logits: false }]);
     assert!(matches!(result, Err(RuntimeError::ContextLength(_))), "{result:?}");
 }
 
@@ -299,7 +341,7 @@ fn logits_match_candle_transformers() {
         let prompt = engine.tokenize(PROMPT, true).unwrap();
         let mut pos = 0;
         for tokens in [&prompt[..], &[504], &[3575], &[282]] {
-            let ours = engine.step(&[SeqChunk { slot: 0, pos, tokens }]).unwrap().remove(0);
+            let ours = engine.step(&[SeqChunk { slot: 0, pos, tokens, all_logits: false }]).unwrap().remove(0);
             let theirs = reference.logits(tokens, pos);
             let scale = theirs.iter().fold(0f32, |m, x| m.max(x.abs()));
             assert!(scale > 0.0);
@@ -323,11 +365,11 @@ fn slots_in_one_step_match_slots_alone() {
             let mut rows = Vec::new();
             for (i, tokens) in [&a[..], &[504], &[3575], &[282]].into_iter().enumerate() {
                 let pos = if i == 0 { 0 } else { a.len() + i - 1 };
-                let mut chunks = vec![SeqChunk { slot: 0, pos, tokens }];
+                let mut chunks = vec![SeqChunk { slot: 0, pos, tokens, all_logits: false }];
                 // Slot 1 joins at the second step with its whole prompt, then decodes.
                 if beside && i > 0 {
                     let (pos, tokens) = if i == 1 { (0, &b[..]) } else { (b.len() + i - 2, &[30][..]) };
-                    chunks.push(SeqChunk { slot: 1, pos, tokens });
+                    chunks.push(SeqChunk { slot: 1, pos, tokens, all_logits: false });
                 }
                 let logits = engine.step(&chunks).unwrap();
                 assert_eq!(logits.len(), chunks.len());
@@ -359,15 +401,17 @@ fn decode_speed() {
     let prompt = engine.tokenize(OTHER_PROMPT, true).unwrap();
     for slots in [1, 2, 4] {
         let start = Instant::now();
-        let chunks: Vec<SeqChunk<'_>> = (0..slots).map(|slot| SeqChunk { slot, pos: 0, tokens: &prompt }).collect();
+        let chunks: Vec<SeqChunk<'_>> =
+            (0..slots).map(|slot| SeqChunk { slot, pos: 0, tokens: &prompt, all_logits: false }).collect();
         let mut logits = engine.step(&chunks).unwrap();
         let prefill = start.elapsed();
         let start = Instant::now();
         let n = 32;
         for i in 0..n {
             let next: Vec<u32> = logits.iter().map(|l| argmax(l)).collect();
-            let chunks: Vec<SeqChunk<'_>> =
-                (0..slots).map(|slot| SeqChunk { slot, pos: prompt.len() + i, tokens: &next[slot..=slot] }).collect();
+            let chunks: Vec<SeqChunk<'_>> = (0..slots)
+                .map(|slot| SeqChunk { slot, pos: prompt.len() + i, tokens: &next[slot..=slot], all_logits: false })
+                .collect();
             logits = engine.step(&chunks).unwrap();
         }
         let decode = start.elapsed();

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use maas_runtime::generate::llama_cpp::{LlamaCppConfig, LlamaCppEngine, MAX_BATCH};
 use maas_runtime::generate::sampler::SamplingParams;
-use maas_runtime::generate::scheduler::{GenerationConfig, GenerationReplica, LmLoader};
+use maas_runtime::generate::scheduler::{GenerationConfig, GenerationReplica, LmLoader, PROMPT_LOGPROBS_CHUNK};
 use maas_runtime::generate::template::ChatMessage;
 use maas_runtime::generate::{
-    FinishReason, GenerateRequest, GenerationEvent, LmEngine, Logprobs, Prompt, SeqChunk, Usage,
+    FinishReason, GenerateRequest, GenerationEvent, LmEngine, Logprobs, Prompt, PromptToken, SeqChunk, Usage,
 };
 use maas_runtime::{ReplicaError, ReplicaState, RuntimeError};
 use tokio::sync::Mutex;
@@ -63,7 +63,7 @@ fn argmax(logits: &[f32]) -> u32 {
 
 /// Greedy decoding of `prompt` in `slot`, alone: the tokens and every logits row.
 fn greedy_alone(engine: &mut LlamaCppEngine, slot: usize, prompt: &[u32], n: usize) -> (Vec<u32>, Vec<Vec<f32>>) {
-    let mut rows = engine.step(&[SeqChunk { slot, pos: 0, tokens: prompt }]).unwrap();
+    let mut rows = engine.step(&[SeqChunk { slot, pos: 0, tokens: prompt, all_logits: false }]).unwrap();
     let mut tokens = Vec::new();
     let mut all = Vec::new();
     for i in 0..n {
@@ -71,7 +71,7 @@ fn greedy_alone(engine: &mut LlamaCppEngine, slot: usize, prompt: &[u32], n: usi
         let token = argmax(&row);
         all.push(row);
         tokens.push(token);
-        rows = engine.step(&[SeqChunk { slot, pos: prompt.len() + i, tokens: &[token] }]).unwrap();
+        rows = engine.step(&[SeqChunk { slot, pos: prompt.len() + i, tokens: &[token], all_logits: false }]).unwrap();
     }
     engine.release(slot);
     (tokens, all)
@@ -141,7 +141,10 @@ fn engine_batched_sequences_match_each_alone() {
 
     // Both prompts in one step, then both sequences decoding together.
     let mut rows = engine
-        .step(&[SeqChunk { slot: 0, pos: 0, tokens: &PROMPT_IDS }, SeqChunk { slot: 1, pos: 0, tokens: &other }])
+        .step(&[
+            SeqChunk { slot: 0, pos: 0, tokens: &PROMPT_IDS, all_logits: false },
+            SeqChunk { slot: 1, pos: 0, tokens: &other, all_logits: false },
+        ])
         .unwrap();
     let (mut together_a, mut together_b) = (Vec::new(), Vec::new());
     for i in 0..n {
@@ -152,8 +155,8 @@ fn engine_batched_sequences_match_each_alone() {
         together_b.push(b);
         rows = engine
             .step(&[
-                SeqChunk { slot: 0, pos: PROMPT_IDS.len() + i, tokens: &[a] },
-                SeqChunk { slot: 1, pos: other.len() + i, tokens: &[b] },
+                SeqChunk { slot: 0, pos: PROMPT_IDS.len() + i, tokens: &[a], all_logits: false },
+                SeqChunk { slot: 1, pos: other.len() + i, tokens: &[b], all_logits: false },
             ])
             .unwrap();
     }
@@ -171,19 +174,19 @@ fn engine_reads_prompts_longer_than_a_batch() {
     while prompt.len() < MAX_BATCH + 150 {
         prompt.extend_from_slice(&sentence);
     }
-    let long = engine.step(&[SeqChunk { slot: 0, pos: 0, tokens: &prompt }]).unwrap();
+    let long = engine.step(&[SeqChunk { slot: 0, pos: 0, tokens: &prompt, all_logits: false }]).unwrap();
     engine.release(0);
     // The engine split it after MAX_BATCH tokens: doing so by hand gives the very same logits.
     let (first, second) = prompt.split_at(MAX_BATCH);
-    engine.step(&[SeqChunk { slot: 0, pos: 0, tokens: first }]).unwrap();
-    let by_hand = engine.step(&[SeqChunk { slot: 0, pos: MAX_BATCH, tokens: second }]).unwrap();
+    engine.step(&[SeqChunk { slot: 0, pos: 0, tokens: first, all_logits: false }]).unwrap();
+    let by_hand = engine.step(&[SeqChunk { slot: 0, pos: MAX_BATCH, tokens: second, all_logits: false }]).unwrap();
     engine.release(0);
     assert_eq!(long, by_hand);
     // Split elsewhere, llama.cpp's micro-batches differ and so do the sums' orders: the same
     // next token, logits a little apart.
     let (first, second) = prompt.split_at(300);
-    engine.step(&[SeqChunk { slot: 0, pos: 0, tokens: first }]).unwrap();
-    let halves = engine.step(&[SeqChunk { slot: 0, pos: 300, tokens: second }]).unwrap();
+    engine.step(&[SeqChunk { slot: 0, pos: 0, tokens: first, all_logits: false }]).unwrap();
+    let halves = engine.step(&[SeqChunk { slot: 0, pos: 300, tokens: second, all_logits: false }]).unwrap();
     let difference = relative_difference(&long[0], &halves[0]);
     println!("long prompt: {} tokens, relative difference {difference}", prompt.len());
     assert_eq!(argmax(&long[0]), argmax(&halves[0]));
@@ -198,9 +201,17 @@ fn engine_refuses_bad_steps_without_crashing() {
         Err(RuntimeError::Inference(message)) => message,
         other => panic!("expected an inference error, got {other:?}"),
     };
-    assert!(inference(engine.step(&[SeqChunk { slot: 2, pos: 0, tokens: &[1] }])).contains("slot 2"));
-    assert!(inference(engine.step(&[SeqChunk { slot: 0, pos: 0, tokens: &[49152] }])).contains("vocabulary"));
-    assert!(inference(engine.step(&[SeqChunk { slot: 0, pos: 250, tokens: &[1; 10] }])).contains("context"));
+    assert!(
+        inference(engine.step(&[SeqChunk { slot: 2, pos: 0, tokens: &[1], all_logits: false }])).contains("slot 2")
+    );
+    assert!(
+        inference(engine.step(&[SeqChunk { slot: 0, pos: 0, tokens: &[49152], all_logits: false }]))
+            .contains("vocabulary")
+    );
+    assert!(
+        inference(engine.step(&[SeqChunk { slot: 0, pos: 250, tokens: &[1; 10], all_logits: false }]))
+            .contains("context")
+    );
     // Still serving.
     let (tokens, _) = greedy_alone(&mut engine, 1, &PROMPT_IDS, 3);
     assert_eq!(tokens, GREEDY_IDS[..3]);
@@ -243,7 +254,15 @@ fn greedy() -> SamplingParams {
 }
 
 fn chat(messages: Vec<ChatMessage>, max_tokens: Option<usize>) -> GenerateRequest {
-    GenerateRequest { prompt: Prompt::Chat(messages), sampling: greedy(), max_tokens, stop: Vec::new(), logprobs: None }
+    GenerateRequest {
+        prompt: Prompt::Chat(messages),
+        sampling: greedy(),
+        max_tokens,
+        stop: Vec::new(),
+        logprobs: None,
+        echo: false,
+        prompt_logprobs: None,
+    }
 }
 
 fn paris_question() -> Vec<ChatMessage> {
@@ -260,6 +279,7 @@ struct Outcome {
     finished: Option<(FinishReason, Usage)>,
     failed: Option<ReplicaError>,
     logprobs: Vec<Logprobs>,
+    prompt: Option<Vec<PromptToken>>,
     /// From the call to the first delta.
     first_delta: Option<Duration>,
     /// From the first delta to the end.
@@ -272,6 +292,10 @@ async fn collect(mut events: UnboundedReceiver<GenerationEvent>, since: Instant)
     while let Some(event) = events.recv().await {
         match event {
             GenerationEvent::Started { prompt_tokens } => outcome.prompt_tokens = Some(prompt_tokens),
+            GenerationEvent::Prompt(tokens) => {
+                assert!(outcome.prompt.is_none() && outcome.deltas == 0, "the prompt comes once, before any delta");
+                outcome.prompt = Some(tokens);
+            }
             GenerationEvent::Delta { text, tokens, logprobs } => {
                 assert!(!text.is_empty() || !logprobs.is_empty(), "empty deltas are not sent");
                 outcome.logprobs.extend(logprobs);
@@ -345,6 +369,8 @@ async fn text_prompts_and_max_tokens() {
         max_tokens: None,
         stop: vec![],
         logprobs: None,
+        echo: false,
+        prompt_logprobs: None,
     };
     let outcome = run(&replica, text).await;
     assert_eq!(outcome.prompt_tokens, Some(PROMPT_IDS.len()));
@@ -396,7 +422,8 @@ async fn logprobs_report_the_models_distribution() {
     }
     // The first token's value, from the engine's logits for the reference prompt.
     let mut engine = engine(1, 512);
-    let logits = engine.step(&[SeqChunk { slot: 0, pos: 0, tokens: &PROMPT_IDS }]).unwrap().remove(0);
+    let logits =
+        engine.step(&[SeqChunk { slot: 0, pos: 0, tokens: &PROMPT_IDS, all_logits: false }]).unwrap().remove(0);
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let log_sum = max + logits.iter().map(|&l| (l - max).exp()).sum::<f32>().ln();
     let text = GenerateRequest {
@@ -405,6 +432,8 @@ async fn logprobs_report_the_models_distribution() {
         max_tokens: Some(1),
         stop: vec![],
         logprobs: Some(0),
+        echo: false,
+        prompt_logprobs: None,
     };
     let first = run(&replica, text).await;
     assert_eq!(first.logprobs.len(), 1);
@@ -414,6 +443,84 @@ async fn logprobs_report_the_models_distribution() {
     // More alternatives than allowed: refused before queueing.
     let too_many = GenerateRequest { logprobs: Some(21), ..chat(paris_question(), None) };
     assert!(matches!(replica.generate(too_many), Err(ReplicaError::Runtime(RuntimeError::InvalidInput(_)))));
+}
+
+/// `log_softmax(row)[token]`, computed plainly.
+fn logprob_of(row: &[f32], token: u32) -> f32 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let log_sum = max + row.iter().map(|&l| (l - max).exp()).sum::<f32>().ln();
+    row[token as usize] - log_sum
+}
+
+#[tokio::test]
+async fn prompt_logprobs_score_every_prompt_token() {
+    let _lock = MODEL_LOCK.lock().await;
+    // A token prompt longer than one step's share of prompt positions, so that the scores
+    // cross chunk boundaries.
+    let prompt: Vec<u32> = PROMPT_IDS.iter().cycle().take(PROMPT_LOGPROBS_CHUNK + 30).copied().collect();
+    assert!(prompt.len() > PROMPT_LOGPROBS_CHUNK);
+    // The reference: the engine's logits after each prefix, fed on their own (the
+    // last-position path every generation uses), for a few positions.
+    let mut engine = engine(1, 512);
+    let mut expected = Vec::new();
+    for end in [1, 2, PROMPT_LOGPROBS_CHUNK, PROMPT_LOGPROBS_CHUNK + 1, prompt.len() - 1] {
+        engine.release(0);
+        let row = engine.step(&[SeqChunk { slot: 0, pos: 0, tokens: &prompt[..end], all_logits: false }]).unwrap();
+        expected.push((end, logprob_of(&row[0], prompt[end])));
+    }
+    // Every position's rows in one chunk end with the last-position row.
+    engine.release(0);
+    let all = engine.step(&[SeqChunk { slot: 0, pos: 0, tokens: &prompt, all_logits: true }]).unwrap().remove(0);
+    engine.release(0);
+    let last = engine.step(&[SeqChunk { slot: 0, pos: 0, tokens: &prompt, all_logits: false }]).unwrap().remove(0);
+    assert_eq!(all.len(), prompt.len() * last.len());
+    let tail = &all[all.len() - last.len()..];
+    assert!(tail.iter().zip(&last).all(|(a, b)| (a - b).abs() < 1e-3), "the last row differs");
+    drop(engine);
+
+    let replica = replica(1, 512, generation_config()).await;
+    let request = GenerateRequest {
+        prompt: Prompt::Tokens(prompt.clone()),
+        max_tokens: Some(2),
+        echo: true,
+        prompt_logprobs: Some(2),
+        ..chat(Vec::new(), None)
+    };
+    let outcome = run(&replica, request).await;
+    assert!(outcome.failed.is_none(), "{:?}", outcome.failed);
+    assert_eq!(outcome.prompt_tokens, Some(prompt.len()), "token prompts are fed as they are, no BOS added");
+    let reported = outcome.prompt.expect("the prompt is reported");
+    assert_eq!(reported.iter().map(|t| t.token).collect::<Vec<_>>(), prompt);
+    assert!(reported[0].logprobs.is_none(), "the first token has nothing before it");
+    for (position, token) in reported.iter().enumerate().skip(1) {
+        let logprobs = token.logprobs.as_ref().unwrap_or_else(|| panic!("position {position} has no logprob"));
+        assert_eq!(logprobs.chosen.token, token.token);
+        assert_eq!(logprobs.top.len(), 2);
+        assert!(logprobs.top[0].logprob >= logprobs.chosen.logprob - 1e-6);
+    }
+    // llama.cpp's quantized kernels differ with the batch's size (a few tokens or dozens), so
+    // the same position scores within a few hundredths across chunkings; a position shifted by
+    // one would be off by whole units.
+    for (end, value) in expected {
+        let got = reported[end].logprobs.as_ref().unwrap().chosen.logprob;
+        assert!((got - value).abs() < 0.1, "position {end}: {got} vs {value} from the prefix alone");
+    }
+    assert_eq!(outcome.finished.map(|(_, usage)| usage.completion_tokens), Some(2), "generation goes on after");
+
+    // Echo alone: the tokens without scores; ids outside the vocabulary are refused.
+    let echo = GenerateRequest { echo: true, max_tokens: Some(1), ..chat(paris_question(), None) };
+    let outcome = run(&replica, echo).await;
+    let reported = outcome.prompt.expect("the prompt is reported");
+    assert_eq!(Some(reported.len()), outcome.prompt_tokens);
+    assert!(reported.iter().all(|t| t.logprobs.is_none()));
+    assert_eq!(outcome.text, "The", "the answer is unchanged");
+    let outside = GenerateRequest { prompt: Prompt::Tokens(vec![1, 49152]), ..chat(Vec::new(), None) };
+    let outcome = run(&replica, outside).await;
+    assert!(
+        matches!(&outcome.failed, Some(ReplicaError::Runtime(RuntimeError::InvalidInput(m))) if m.contains("49152")),
+        "{:?}",
+        outcome.failed
+    );
 }
 
 #[tokio::test]
@@ -426,6 +533,8 @@ async fn seeded_sampling_is_reproducible() {
         max_tokens: Some(24),
         stop: vec![],
         logprobs: None,
+        echo: false,
+        prompt_logprobs: None,
     };
     let first = run(&replica, sampled(7)).await;
     let second = run(&replica, sampled(7)).await;
@@ -608,6 +717,8 @@ async fn speed() {
         max_tokens: Some(128),
         stop: vec![],
         logprobs: None,
+        echo: false,
+        prompt_logprobs: None,
     };
     // Warm-up.
     run(&replica, GenerateRequest { max_tokens: Some(4), ..request() }).await;
@@ -651,12 +762,13 @@ fn engine_speed(config: &LlamaCppConfig, question: &str) {
     let prompt =
         engine.tokenize(&format!("<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"), true).unwrap();
     let started = Instant::now();
-    let rows = engine.step(&[SeqChunk { slot: 0, pos: 0, tokens: &prompt }]).unwrap();
+    let rows = engine.step(&[SeqChunk { slot: 0, pos: 0, tokens: &prompt, all_logits: false }]).unwrap();
     let prefill = started.elapsed();
     let mut token = argmax(&rows[0]);
     let started = Instant::now();
     for i in 0..64 {
-        let rows = engine.step(&[SeqChunk { slot: 0, pos: prompt.len() + i, tokens: &[token] }]).unwrap();
+        let rows =
+            engine.step(&[SeqChunk { slot: 0, pos: prompt.len() + i, tokens: &[token], all_logits: false }]).unwrap();
         token = argmax(&rows[0]);
     }
     println!(

@@ -133,6 +133,22 @@ parts = list(c.completions.create(model="alice/smollm", prompt="The capital of F
 out["echo"] = {"text": r.choices[0].text, "stream": "".join(p.choices[0].text for p in parts if p.choices),
                "first": parts[0].choices[0].text}
 
+# Scoring as evaluation harnesses do (lm-eval's local-completions): token ids of a context and a
+# continuation, echo with logprobs, one generated token; the continuation's scores are read back.
+ctx = [1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1, 520, 9531, 198]
+cont = [504, 3575, 282, 4649, 314, 7042, 30]
+r = c.completions.create(model="alice/smollm", prompt=[ctx + cont], max_tokens=1, temperature=0, logprobs=1, echo=True)
+l = r.choices[0].logprobs
+tops, toks = l.top_logprobs[len(ctx):-1], l.tokens[len(ctx):-1]
+gen = c.completions.create(model="alice/smollm", prompt="<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n",
+                           max_tokens=len(cont), temperature=0, logprobs=0)
+parts = list(c.completions.create(model="alice/smollm", prompt=ctx + cont, max_tokens=1, temperature=0, logprobs=1, echo=True, stream=True))
+out["score"] = {"n": len(l.tokens), "first": [l.token_logprobs[0], l.top_logprobs[0]], "offsets": l.text_offset[:3],
+                "sum": sum(l.token_logprobs[len(ctx):-1]), "generated_sum": sum(gen.choices[0].logprobs.token_logprobs),
+                "greedy": all(t == max(top, key=top.get) for t, top in zip(toks, tops)), "text": r.choices[0].text,
+                "prompt_tokens": r.usage.prompt_tokens, "stream_first": len(parts[0].choices[0].logprobs.tokens),
+                "stream_text": "".join(p.choices[0].text for p in parts if p.choices)}
+
 # Several choices: n per prompt, and several prompts; a prompt's tokens count once.
 r = c.chat.completions.create(model="alice/smollm", messages=q, temperature=1.0, seed=3, n=3, max_tokens=12)
 out["n3"] = {"index": [ch.index for ch in r.choices], "distinct": len({ch.message.content for ch in r.choices}),
@@ -182,7 +198,7 @@ out["errors"] = {
     "too_many_choices": error(lambda: c.chat.completions.create(model="alice/smollm", messages=q, n=65)),
     "top_logprobs_alone": error(lambda: c.chat.completions.create(model="alice/smollm", messages=q, top_logprobs=2)),
     "too_many_logprobs": error(lambda: c.completions.create(model="alice/smollm", prompt="Hi", logprobs=21)),
-    "echo_logprobs": error(lambda: c.completions.create(model="alice/smollm", prompt="Hi", logprobs=1, echo=True)),
+    "token_outside_vocabulary": error(lambda: c.completions.create(model="alice/smollm", prompt=[1, 999999], max_tokens=1)),
     "empty_input": error(lambda: c.embeddings.create(model="alice/minilm", input="")),
     "bad_key": error(lambda: openai.OpenAI(api_key="mk_nope", max_retries=0).models.list()),
 }
@@ -247,6 +263,17 @@ async fn the_openai_sdk_gets_chat_completions_and_embeddings() {
     let echoed = format!("The capital of France is{}", lp["text"].as_str().unwrap());
     assert_eq!((&echo["text"], &echo["stream"]), (&json!(echoed), &json!(echoed)), "{echo}");
     assert_eq!(echo["first"], "The capital of France is");
+    // Scoring a continuation: the prompt's tokens scored (the first has nothing before it), the
+    // greedy answer greedy all along, and close to what generating it scored (kernels differ
+    // with the batch's size: a few hundredths).
+    let score = &out["score"];
+    assert_eq!((&score["n"], &score["prompt_tokens"]), (&json!(24), &json!(23)), "{score}");
+    assert_eq!((&score["first"], &score["greedy"]), (&json!([null, null]), &json!(true)), "{score}");
+    let (sum, generated) = (score["sum"].as_f64().unwrap(), score["generated_sum"].as_f64().unwrap());
+    assert!(sum < 0.0 && (sum - generated).abs() < 0.3, "{score}");
+    assert!(score["text"].as_str().unwrap().contains("What is the capital of France?"), "{score}");
+    assert_eq!(score["text"], score["stream_text"], "{score}");
+    assert_eq!(score["stream_first"], 23, "a stream's first chunk is the prompt with its scores: {score}");
     // Choices.
     let n3 = &out["n3"];
     assert_eq!(n3["index"], json!([0, 1, 2]));
@@ -285,7 +312,7 @@ async fn the_openai_sdk_gets_chat_completions_and_embeddings() {
     expect("too_many_choices", 400, "invalid_request");
     expect("top_logprobs_alone", 400, "invalid_request");
     expect("too_many_logprobs", 400, "invalid_request");
-    expect("echo_logprobs", 400, "invalid_request");
+    expect("token_outside_vocabulary", 400, "invalid_request");
     expect("empty_input", 400, "invalid_request");
     expect("bad_key", 401, "invalid_api_key");
     let too_many = &errors["too_many_choices"];

@@ -1,8 +1,9 @@
 //! The response shapes of chat and text completions: whole answers and streamed chunks with
 //! any number of choices, and OpenAI's two `logprobs` layouts (chat's `content` list, text
-//! completions' parallel `tokens`/`token_logprobs`/`top_logprobs`/`text_offset` lists).
+//! completions' parallel `tokens`/`token_logprobs`/`top_logprobs`/`text_offset` lists, which
+//! with `echo` start with the prompt's tokens).
 
-use maas_runtime::generate::{FinishReason, Logprobs, TokenLogprob};
+use maas_runtime::generate::{FinishReason, Logprobs, PromptToken, TokenLogprob};
 use serde_json::{Map, Value, json};
 
 use super::generation::Usage;
@@ -13,14 +14,17 @@ const LOGPROB_FLOOR: f32 = -9999.0;
 /// One finished choice of a whole answer.
 #[derive(Debug, Default)]
 pub struct Choice {
+    /// The prompt's tokens as the replica reported them (`echo`).
+    pub prompt: Option<Vec<PromptToken>>,
     pub text: String,
     pub logprobs: Vec<Logprobs>,
     pub finish: Option<FinishReason>,
 }
 
 /// The response shape: chat (`chat.completion[.chunk]`, `message`/`delta`) or text
-/// (`text_completion`, `text`), whether the request asked for log-probabilities, and the text
-/// each choice starts with (text completions' `echo`: its prompt).
+/// (`text_completion`, `text`), whether the request asked for log-probabilities, and the prompt
+/// text of each choice when it is echoed (text completions' `echo`; empty for a prompt of
+/// token ids, spelled from its tokens instead).
 #[derive(Debug, Clone)]
 pub struct Shape {
     pub chat: bool,
@@ -53,13 +57,19 @@ impl Shape {
         Shape { chat, logprobs, echo: Vec::new(), id, model, created: super::unix_now() }
     }
 
-    /// Choice `i`'s text starts with `echo[i]`.
+    /// Choice `i`'s text starts with its prompt, `echo[i]` (or its tokens spelled out when
+    /// that is empty).
     pub fn with_echo(self, echo: Vec<String>) -> Shape {
         Shape { echo, ..self }
     }
 
-    fn echoed(&self, index: usize) -> &str {
-        self.echo.get(index).map_or("", String::as_str)
+    /// The text choice `index` starts with: its prompt when echoed.
+    fn echoed(&self, index: usize, prompt: &[PromptToken]) -> String {
+        match self.echo.get(index) {
+            Some(text) if !text.is_empty() => text.clone(),
+            _ => String::from_utf8_lossy(&prompt.iter().flat_map(|t| t.bytes.iter().copied()).collect::<Vec<u8>>())
+                .into_owned(),
+        }
     }
 
     /// The whole answer (not streamed), choices in index order.
@@ -69,12 +79,14 @@ impl Shape {
             .enumerate()
             .map(|(index, c)| {
                 let finish_reason = c.finish.map(reason);
-                let logprobs = self.logprobs_json(&c.logprobs, &mut 0);
+                let prompt = c.prompt.as_deref().unwrap_or_default();
+                let logprobs = self.logprobs_json(prompt, &c.logprobs, &mut 0);
                 if self.chat {
                     json!({ "index": index, "message": { "role": "assistant", "content": c.text },
                             "finish_reason": finish_reason, "logprobs": logprobs })
                 } else {
-                    let text = format!("{}{}", self.echoed(index), c.text);
+                    let echoed = if c.prompt.is_some() { self.echoed(index, prompt) } else { String::new() };
+                    let text = format!("{echoed}{}", c.text);
                     json!({ "index": index, "text": text, "finish_reason": finish_reason, "logprobs": logprobs })
                 }
             })
@@ -84,26 +96,27 @@ impl Shape {
                 "choices": choices, "usage": usage })
     }
 
-    /// The chunk that opens choice `index` of a stream: chat's `role`, or the echoed prompt of
-    /// a text completion (none without `echo`).
+    /// The chunk that opens choice `index` of a stream: chat's `role` (text completions have
+    /// none; an echoed prompt comes as [`Shape::prompt`] once the replica has read it).
     pub fn opening(&self, index: usize) -> Option<Value> {
-        let choice = if self.chat {
-            json!({ "index": index, "delta": { "role": "assistant", "content": "" },
-                    "finish_reason": null, "logprobs": null })
-        } else {
-            let echo = self.echoed(index);
-            if echo.is_empty() {
-                return None;
-            }
-            json!({ "index": index, "text": echo, "finish_reason": null, "logprobs": null })
-        };
-        Some(self.envelope(json!([choice]), None))
+        let choice = json!({ "index": index, "delta": { "role": "assistant", "content": "" },
+                             "finish_reason": null, "logprobs": null });
+        self.chat.then(|| self.envelope(json!([choice]), None))
+    }
+
+    /// The streamed chunk of choice `index`'s echoed prompt, with the prompt tokens'
+    /// log-probabilities when asked (`offset` advanced past its characters).
+    pub fn prompt(&self, index: usize, prompt: &[PromptToken], offset: &mut usize) -> Value {
+        let logprobs = self.logprobs_json(prompt, &[], offset);
+        let choice = json!({ "index": index, "text": self.echoed(index, prompt), "finish_reason": null,
+                             "logprobs": logprobs });
+        self.envelope(json!([choice]), None)
     }
 
     /// One streamed chunk of choice `index`: new text and its tokens' log-probabilities
     /// (`offset`: the characters of this choice's text before them, advanced past them).
     pub fn delta(&self, index: usize, text: &str, logprobs: &[Logprobs], offset: &mut usize) -> Value {
-        let logprobs = self.logprobs_json(logprobs, offset);
+        let logprobs = self.logprobs_json(&[], logprobs, offset);
         let choice = if self.chat {
             json!({ "index": index, "delta": { "content": text }, "finish_reason": null, "logprobs": logprobs })
         } else {
@@ -139,8 +152,9 @@ impl Shape {
 
     /// A choice's `logprobs`: `null` unless asked for; chat: `{"content": [{token, logprob,
     /// bytes, top_logprobs}]}`; text: `{tokens, token_logprobs, top_logprobs, text_offset}`,
+    /// the `prompt`'s tokens first (the first one's log-probability and alternatives `null`),
     /// offsets counted in characters from `offset`, which ends past these tokens.
-    fn logprobs_json(&self, entries: &[Logprobs], offset: &mut usize) -> Value {
+    fn logprobs_json(&self, prompt: &[PromptToken], entries: &[Logprobs], offset: &mut usize) -> Value {
         if !self.logprobs {
             return Value::Null;
         }
@@ -158,14 +172,15 @@ impl Shape {
         }
         let (mut tokens, mut token_logprobs, mut top_logprobs, mut text_offset) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for e in entries {
-            let text = token_text(&e.chosen);
+        let prompt = prompt.iter().map(|t| (String::from_utf8_lossy(&t.bytes).into_owned(), t.logprobs.as_ref()));
+        let generated = entries.iter().map(|e| (token_text(&e.chosen), Some(e)));
+        for (text, entry) in prompt.chain(generated) {
             text_offset.push(*offset);
             *offset += text.chars().count();
             tokens.push(text);
-            token_logprobs.push(logprob(&e.chosen));
-            let top: Map<String, Value> = e.top.iter().map(|t| (token_text(t), json!(logprob(t)))).collect();
-            top_logprobs.push(top);
+            token_logprobs.push(entry.map_or(Value::Null, |e| json!(logprob(&e.chosen))));
+            let top = entry.map(|e| e.top.iter().map(|t| (token_text(t), json!(logprob(t)))).collect::<Map<_, _>>());
+            top_logprobs.push(top.map_or(Value::Null, Value::Object));
         }
         json!({ "tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top_logprobs,
                 "text_offset": text_offset })
@@ -186,8 +201,10 @@ mod tests {
         let shape = Shape::new(true, true, "a/m".into());
         let entries =
             [entry(5, "Hi", -0.25, &[(5, "Hi", -0.25), (6, "Hey", -1.5)]), entry(7, "é", f32::NEG_INFINITY, &[])];
-        let v =
-            shape.answer(&[Choice { text: "Hié".into(), logprobs: entries.to_vec(), finish: None }], Usage::new(3, 2));
+        let v = shape.answer(
+            &[Choice { text: "Hié".into(), logprobs: entries.to_vec(), ..Choice::default() }],
+            Usage::new(3, 2),
+        );
         let content = &v["choices"][0]["logprobs"]["content"];
         assert_eq!(
             content[0],
@@ -220,14 +237,40 @@ mod tests {
 
     #[test]
     fn echo_puts_the_prompt_before_the_text() {
-        let shape = Shape::new(false, false, "a/m".into()).with_echo(vec!["Once".into(), "Twice".into()]);
-        let whole =
-            shape.answer(&[Choice { text: " upon".into(), ..Choice::default() }, Choice::default()], Usage::default());
+        let shape = Shape::new(false, false, "a/m".into()).with_echo(vec!["Once".into(), String::new()]);
+        let token = |token, text: &str| PromptToken { token, bytes: text.as_bytes().to_vec(), logprobs: None };
+        let tokens = vec![token(1, "Tw"), token(2, "ice")];
+        let choices = [
+            Choice { prompt: Some(vec![token(3, "On"), token(4, "ce")]), text: " upon".into(), ..Choice::default() },
+            Choice { prompt: Some(tokens.clone()), ..Choice::default() },
+        ];
+        let whole = shape.answer(&choices, Usage::default());
         assert_eq!(
             (&whole["choices"][0]["text"], &whole["choices"][1]["text"]),
-            (&json!("Once upon"), &json!("Twice"))
+            (&json!("Once upon"), &json!("Twice")),
+            "a text prompt as sent, token ids spelled out"
         );
-        assert_eq!(shape.opening(1).unwrap()["choices"][0]["text"], "Twice");
-        assert!(Shape::new(false, false, "a/m".into()).opening(0).is_none());
+        assert!(shape.opening(1).is_none());
+        assert_eq!(shape.prompt(1, &tokens, &mut 0)["choices"][0]["text"], "Twice");
+    }
+
+    #[test]
+    fn echoed_prompt_logprobs_come_first_and_the_first_is_null() {
+        let shape = Shape::new(false, true, "a/m".into());
+        let first = PromptToken { token: 1, bytes: b"Hi".to_vec(), logprobs: None };
+        let second = PromptToken { token: 2, bytes: b" there".to_vec(), logprobs: Some(entry(2, " there", -3.0, &[])) };
+        let choice = Choice {
+            prompt: Some(vec![first, second]),
+            text: "!".into(),
+            logprobs: vec![entry(3, "!", -0.5, &[(3, "!", -0.5)])],
+            finish: None,
+        };
+        let v = shape.answer(&[choice], Usage::default());
+        assert_eq!(v["choices"][0]["text"], "Hi there!");
+        assert_eq!(
+            v["choices"][0]["logprobs"],
+            json!({ "tokens": ["Hi", " there", "!"], "token_logprobs": [null, -3.0, -0.5],
+                    "top_logprobs": [null, {}, { "!": -0.5 }], "text_offset": [0, 2, 8] })
+        );
     }
 }

@@ -21,12 +21,15 @@ use crate::state::AppState;
 /// OpenAI's default `max_tokens` for text completions.
 const DEFAULT_MAX_TOKENS: usize = 16;
 
-/// `prompt`: a string, or a list of strings (each answered with `n` choices).
+/// `prompt`: a string, a list of strings, token ids, or a list of token-id lists (each prompt
+/// answered with `n` choices). Token ids are fed as they are, without a BOS token.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum PromptIn {
     One(String),
     Many(Vec<String>),
+    Tokens(Vec<u32>),
+    ManyTokens(Vec<Vec<u32>>),
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -36,8 +39,8 @@ pub struct CompletionRequest {
     pub prompt: PromptIn,
     #[serde(flatten)]
     pub sampling: Sampling,
-    /// Each choice's text starts with its prompt (not with `logprobs`: the prompt's own
-    /// log-probabilities are not computed).
+    /// Each choice's text starts with its prompt; with `logprobs`, the lists start with the
+    /// prompt's tokens, each scored given the ones before it (the first `null`).
     #[serde(default)]
     pub echo: bool,
 }
@@ -62,6 +65,7 @@ async fn completions(
     match generate_requests(&request) {
         Ok(generate) => {
             let logprobs = generate.iter().any(|r| r.logprobs.is_some());
+            // Token-id prompts are spelled from the tokens the replica reports.
             let echo = match request.echo {
                 true => generate.iter().map(|r| prompt_text(&r.prompt).to_owned()).collect(),
                 false => Vec::new(),
@@ -76,22 +80,30 @@ async fn completions(
 fn prompt_text(prompt: &Prompt) -> &str {
     match prompt {
         Prompt::Text(text) => text,
-        Prompt::Chat(_) => "",
+        Prompt::Chat(_) | Prompt::Tokens(_) => "",
     }
 }
 
 /// The generations a completion request asks for: `n` continuations of each prompt.
 fn generate_requests(request: &CompletionRequest) -> Result<Vec<GenerateRequest>, ApiError> {
     let bad = |param: &str, m: &str| ApiError::new(ErrorCode::InvalidRequest, m).with_param(param);
-    if request.echo && request.sampling.logprobs.as_ref().is_some_and(|l| !l.is_null()) {
-        return Err(bad("echo", "echo with logprobs (the prompt's log-probabilities) is not supported"));
-    }
     let prompts = match &request.prompt {
         PromptIn::One(p) => vec![Prompt::Text(p.clone())],
         PromptIn::Many(v) if v.is_empty() => return Err(bad("prompt", "prompt must hold at least one text")),
         PromptIn::Many(v) => v.iter().map(|p| Prompt::Text(p.clone())).collect(),
+        PromptIn::Tokens(t) if t.is_empty() => return Err(bad("prompt", "prompt must hold at least one token")),
+        PromptIn::Tokens(t) => vec![Prompt::Tokens(t.clone())],
+        PromptIn::ManyTokens(v) if v.is_empty() || v.iter().any(Vec::is_empty) => {
+            return Err(bad("prompt", "every prompt must hold at least one token"));
+        }
+        PromptIn::ManyTokens(v) => v.iter().map(|t| Prompt::Tokens(t.clone())).collect(),
     };
-    request.sampling.requests(prompts, Some(DEFAULT_MAX_TOKENS), false)
+    let mut requests = request.sampling.requests(prompts, Some(DEFAULT_MAX_TOKENS), false)?;
+    for r in &mut requests {
+        r.echo = request.echo;
+        r.prompt_logprobs = if request.echo { r.logprobs } else { None };
+    }
+    Ok(requests)
 }
 
 pub fn router() -> OpenApiRouter<AppState> {

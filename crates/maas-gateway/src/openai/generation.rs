@@ -122,6 +122,8 @@ impl Sampling {
                     max_tokens,
                     stop: stop.clone(),
                     logprobs,
+                    echo: false,
+                    prompt_logprobs: None,
                 });
             }
         }
@@ -309,6 +311,7 @@ async fn collect(
                     .insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"));
                 return Ok(response);
             }
+            Some((i, GenerationEvent::Prompt(tokens))) => choices[i].prompt = Some(tokens),
             Some((_, GenerationEvent::Started { .. })) => {}
             Some((_, failed)) => break failure(Some(failed)),
             None => break failure(None),
@@ -404,6 +407,10 @@ fn stream(
                         Err(e) => st.push(error_event(&e)),
                     }
                     st.done = true;
+                }
+                Some((i, GenerationEvent::Prompt(tokens))) => {
+                    let v = st.shape.prompt(i, &tokens, &mut st.offsets[i]);
+                    st.push(v);
                 }
                 Some((_, GenerationEvent::Started { .. })) => {}
                 ended => {

@@ -148,10 +148,22 @@ impl CandleLmEngine {
         for chunk in chunks.iter().filter(|chunk| chunk.pos == 0) {
             self.release(chunk.slot);
         }
-        self.model.forward(chunks).and_then(|logits| logits.to_dtype(DType::F32)?.to_vec2::<f32>()).map_err(|e| {
-            chunks.iter().for_each(|chunk| self.release(chunk.slot));
-            RuntimeError::Inference(format!("candle forward pass failed: {e}"))
-        })
+        let rows =
+            self.model.forward(chunks).and_then(|logits| logits.to_dtype(DType::F32)?.to_vec2::<f32>()).map_err(
+                |e| {
+                    chunks.iter().for_each(|chunk| self.release(chunk.slot));
+                    RuntimeError::Inference(format!("candle forward pass failed: {e}"))
+                },
+            )?;
+        // One row per chunk, or all of a chunk's rows one after the other with `all_logits`.
+        let mut rows = rows.into_iter();
+        Ok(chunks
+            .iter()
+            .map(|chunk| match chunk.all_logits {
+                true => rows.by_ref().take(chunk.tokens.len()).flatten().collect(),
+                false => rows.next().unwrap_or_default(),
+            })
+            .collect())
     }
 }
 

@@ -397,7 +397,8 @@ impl Decoder {
     }
 
     /// One forward pass over every chunk (distinct slots, each continuing its slot's cache):
-    /// the logits after each chunk's last token, `[chunks, vocab]`.
+    /// the logits after each chunk's last token (after each of its tokens with `all_logits`),
+    /// `[rows, vocab]` in the order of the chunks.
     pub(super) fn forward(&mut self, chunks: &[SeqChunk<'_>]) -> candle_core::Result<Tensor> {
         let ids: Vec<u32> = chunks.iter().flat_map(|c| c.tokens.iter().copied()).collect();
         let positions: Vec<u32> =
@@ -410,15 +411,19 @@ impl Decoder {
         for index in 0..self.layers.len() {
             x = self.layer(index, &x, chunks, (&cos, &sin))?;
         }
-        // The row of each chunk's last token.
-        let last: Vec<u32> = chunks
-            .iter()
-            .scan(0u32, |end, chunk| {
-                *end += chunk.tokens.len() as u32;
-                Some(*end - 1)
-            })
-            .collect();
-        let x = x.index_select(&Tensor::new(last, &self.device)?, 0)?;
+        // The row of each chunk's last token, or of all its tokens with `all_logits`.
+        let mut rows: Vec<u32> = Vec::with_capacity(chunks.len());
+        let mut start = 0u32;
+        for chunk in chunks {
+            let end = start + chunk.tokens.len() as u32;
+            if chunk.all_logits {
+                rows.extend(start..end);
+            } else {
+                rows.push(end - 1);
+            }
+            start = end;
+        }
+        let x = x.index_select(&Tensor::new(rows, &self.device)?, 0)?;
         let x = candle_nn::ops::rms_norm(&x, &self.norm, self.config.rms_eps)?;
         self.lm_head.matmul(&x.t()?)?.t()?.contiguous()
     }

@@ -3,7 +3,8 @@
 //! The scheduler owns the sequences; an engine only keeps each slot's attention cache. Slots
 //! are numbered `0..info().max_sequences`. A step feeds each listed slot some tokens (a whole
 //! prompt when a request joins, one token per decode step after that) and returns, for each
-//! chunk in order, the logits after its last token. Both engines run all chunks of a step in
+//! chunk in order, the logits after its last token (after every token when the chunk asks for
+//! `all_logits`: the prompt's log-probabilities need them). Both engines run all chunks of a step in
 //! one batched forward pass (llama.cpp's `decode`, candle's `decoder`), so each weight is read
 //! once per step however many sequences decode.
 
@@ -38,6 +39,9 @@ pub struct SeqChunk<'a> {
     pub slot: usize,
     pub pos: usize,
     pub tokens: &'a [u32],
+    /// Return the logits after every token of the chunk (`tokens.len()` rows, one after the
+    /// other), not only after the last.
+    pub all_logits: bool,
 }
 
 /// A loaded causal LM. Created on, and used from, its replica's own thread.
@@ -53,7 +57,8 @@ pub trait LmEngine: Send {
     fn token_bytes(&self, token: u32) -> Vec<u8>;
 
     /// Feeds each chunk to its slot and returns the logits (`vocab_size` floats) after each
-    /// chunk's last token, in the order of `chunks`.
+    /// chunk's last token, in the order of `chunks`; for a chunk with `all_logits`, the rows
+    /// after each of its tokens in one `Vec` (`tokens.len() × vocab_size` floats).
     fn step(&mut self, chunks: &[SeqChunk<'_>]) -> Result<Vec<Vec<f32>>, RuntimeError>;
 
     /// Forgets a slot's cache (its sequence finished or was cancelled).

@@ -96,6 +96,7 @@ struct OwnedChunk {
     slot: i32,
     pos: i32,
     tokens: Vec<LlamaToken>,
+    all_logits: bool,
 }
 
 enum Command {
@@ -196,6 +197,7 @@ impl LlamaCppEngine {
                     slot: i32::try_from(chunk.slot).unwrap_or(i32::MAX),
                     pos: i32::try_from(chunk.pos).unwrap_or(i32::MAX),
                     tokens,
+                    all_logits: chunk.all_logits,
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -380,7 +382,7 @@ impl<'m> Decoder<'m> {
     }
 
     /// Feeds every chunk, `n_batch` tokens per decode, and copies out each chunk's logits (in
-    /// the order of their `index`).
+    /// the order of their `index`): its last token's row, or every token's with `all_logits`.
     fn step(&mut self, chunks: &[OwnedChunk]) -> Result<Vec<Vec<f32>>, RuntimeError> {
         let mut logits: Vec<Vec<f32>> = vec![Vec::new(); chunks.len()];
         // (index in the batch, chunk index) of the rows to copy after the next decode.
@@ -392,10 +394,11 @@ impl<'m> Decoder<'m> {
                 if self.batch.n_tokens() as usize >= self.n_batch {
                     self.decode(&mut wanted, &mut logits)?;
                 }
+                let output = chunk.all_logits || offset == last;
                 self.batch
-                    .add(token, pos, &[chunk.slot], offset == last)
+                    .add(token, pos, &[chunk.slot], output)
                     .map_err(|e| RuntimeError::Inference(format!("building the batch failed: {e}")))?;
-                if offset == last {
+                if output {
                     wanted.push((self.batch.n_tokens() - 1, chunk.index));
                 }
             }
@@ -411,7 +414,8 @@ impl<'m> Decoder<'m> {
         self.context.decode(&mut self.batch).map_err(|e| RuntimeError::Inference(format!("llama.cpp decode: {e}")))?;
         for (row, chunk) in wanted.drain(..) {
             if let Some(out) = logits.get_mut(chunk) {
-                *out = self.context.get_logits_ith(row).to_vec();
+                // In token order: a chunk's rows may span several decodes.
+                out.extend_from_slice(self.context.get_logits_ith(row));
             }
         }
         self.batch.clear();

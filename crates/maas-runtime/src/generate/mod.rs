@@ -35,6 +35,8 @@ pub enum Prompt {
     Text(String),
     /// Messages rendered through the model's chat template with the generation prompt added.
     Chat(Vec<template::ChatMessage>),
+    /// Token ids, fed as they are (no BOS added), as evaluation harnesses send them.
+    Tokens(Vec<u32>),
 }
 
 /// One generation request.
@@ -49,6 +51,13 @@ pub struct GenerateRequest {
     /// Report each generated token's log-probability, with this many of the most likely
     /// tokens at its position (0..=[`MAX_TOP_LOGPROBS`]); `None`: none.
     pub logprobs: Option<usize>,
+    /// Send the prompt's tokens back ([`GenerationEvent::Prompt`]) once it is read, as the
+    /// completions API's `echo` needs.
+    pub echo: bool,
+    /// With `echo`: each prompt token's log-probability given the tokens before it, with this
+    /// many of the most likely tokens at its position (0..=[`MAX_TOP_LOGPROBS`]). The engine
+    /// then computes the logits of every prompt position, not only the last.
+    pub prompt_logprobs: Option<usize>,
 }
 
 /// The most alternatives [`GenerateRequest::logprobs`] may ask for (OpenAI's limit).
@@ -73,6 +82,15 @@ pub struct Logprobs {
     pub top: Vec<TokenLogprob>,
 }
 
+/// A prompt token as [`GenerationEvent::Prompt`] reports it: its log-probabilities when they
+/// were asked for, except for the first token, which has nothing before it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptToken {
+    pub token: u32,
+    pub bytes: Vec<u8>,
+    pub logprobs: Option<Logprobs>,
+}
+
 /// Why generation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -90,18 +108,21 @@ pub struct Usage {
     pub completion_tokens: usize,
 }
 
-/// What a running request reports, in order: `Started`, any number of `Delta`s, then
-/// `Finished` (or `Failed` at any point, after which nothing follows).
+/// What a running request reports, in order: `Started`, `Prompt` when echo was asked for, any
+/// number of `Delta`s, then `Finished` (or `Failed` at any point, after which nothing follows).
 #[derive(Debug)]
 pub enum GenerationEvent {
     /// The prompt was accepted (it fits the context); its length in tokens.
     Started {
         prompt_tokens: usize,
     },
+    /// The prompt's tokens, once read ([`GenerateRequest::echo`]).
+    Prompt(Vec<PromptToken>),
     /// New text, and how many tokens it took (text may lag tokens: an incomplete UTF-8
     /// sequence or a possible stop-sequence prefix is held back). With
     /// [`GenerateRequest::logprobs`], the log-probabilities of the tokens generated since the
-    /// last delta, an end-of-sequence token excepted (a last delta may carry only these).
+    /// last delta, an end-of-sequence token excepted unless the prompt is echoed (a last delta
+    /// may carry only these).
     Delta {
         text: String,
         tokens: usize,

@@ -31,7 +31,10 @@ use super::engine::{LmEngine, LmInfo, SeqChunk};
 use super::sampler::{Sampler, log_probabilities};
 use super::template::ChatTemplate;
 use super::text::TextStream;
-use super::{FinishReason, GenerateRequest, GenerationEvent, Logprobs, MAX_TOP_LOGPROBS, Prompt, TokenLogprob, Usage};
+use super::{
+    FinishReason, GenerateRequest, GenerationEvent, Logprobs, MAX_TOP_LOGPROBS, Prompt, PromptToken, TokenLogprob,
+    Usage,
+};
 use crate::lifecycle::Lifecycle;
 use crate::{ReplicaError, ReplicaState, RuntimeError};
 
@@ -40,6 +43,10 @@ pub type LmLoader = Box<dyn FnOnce() -> Result<Box<dyn LmEngine>, RuntimeError> 
 
 /// The most prompt tokens fed in one step (over all joining requests).
 pub const PREFILL_BUDGET: usize = 512;
+
+/// The most prompt tokens of one sequence fed in one step when their log-probabilities are
+/// asked for: every position's logits are kept (`tokens × vocabulary` floats).
+pub const PROMPT_LOGPROBS_CHUNK: usize = 64;
 
 /// How a generation replica queues.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,7 +161,7 @@ impl GenerationReplica {
         if request.max_tokens == Some(0) {
             return Err(RuntimeError::InvalidInput("max_tokens must be at least 1".into()).into());
         }
-        if request.logprobs.is_some_and(|top| top > MAX_TOP_LOGPROBS) {
+        if [request.logprobs, request.prompt_logprobs].iter().any(|l| l.is_some_and(|top| top > MAX_TOP_LOGPROBS)) {
             let message = format!("at most {MAX_TOP_LOGPROBS} top logprobs per token");
             return Err(RuntimeError::InvalidInput(message).into());
         }
@@ -220,6 +227,11 @@ struct Sequence {
     max_tokens: Option<usize>,
     /// How many alternatives to report with each token's log-probability, if asked.
     logprobs: Option<usize>,
+    /// Whether the prompt's tokens are sent back once read, with their log-probabilities
+    /// (and this many alternatives) if asked; those computed so far.
+    echo: bool,
+    prompt_logprobs: Option<usize>,
+    prompt_report: Vec<PromptToken>,
     completion_tokens: usize,
     /// Tokens generated since the last `Delta` sent, and their log-probabilities if asked.
     unsent_tokens: usize,
@@ -234,7 +246,8 @@ impl Sequence {
             return Some(std::slice::from_ref(next));
         }
         let rest = self.prompt.get(self.cached..)?;
-        let n = rest.len().min(*budget);
+        let cap = if self.prompt_logprobs.is_some() { PROMPT_LOGPROBS_CHUNK } else { usize::MAX };
+        let n = rest.len().min(*budget).min(cap);
         *budget -= n;
         (n > 0).then(|| &rest[..n])
     }
@@ -426,6 +439,9 @@ impl Serving {
                 next: None,
                 max_tokens: job.request.max_tokens,
                 logprobs: job.request.logprobs,
+                echo: job.request.echo || job.request.prompt_logprobs.is_some(),
+                prompt_logprobs: job.request.prompt_logprobs,
+                prompt_report: Vec::new(),
                 completion_tokens: 0,
                 unsent_tokens: 0,
                 unsent_logprobs: Vec::new(),
@@ -442,6 +458,15 @@ impl Serving {
                 let template = self.template.as_ref().map_err(Clone::clone)?;
                 let rendered = template.render(messages, true)?;
                 self.engine.tokenize(&rendered, true)?
+            }
+            Prompt::Tokens(tokens) => {
+                let vocab = self.info.vocab_size;
+                if let Some(bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
+                    return Err(RuntimeError::InvalidInput(format!(
+                        "token id {bad} is outside the vocabulary ({vocab} tokens)"
+                    )));
+                }
+                tokens.clone()
             }
         };
         let context = self.info.context_length;
@@ -482,13 +507,14 @@ impl Serving {
     /// One engine step over the running sequences, then sampling and streaming.
     fn step(&mut self, shared: &Shared) {
         let mut budget = PREFILL_BUDGET;
-        // (index in `running`, tokens fed) of each sequence in this step.
-        let mut fed: Vec<(usize, usize)> = Vec::with_capacity(self.running.len());
+        // (index in `running`, tokens fed, every position's logits) of each sequence in this step.
+        let mut fed: Vec<(usize, usize, bool)> = Vec::with_capacity(self.running.len());
         let mut chunks: Vec<SeqChunk<'_>> = Vec::with_capacity(self.running.len());
         for (index, sequence) in self.running.iter().enumerate() {
             if let Some(tokens) = sequence.chunk(&mut budget) {
-                fed.push((index, tokens.len()));
-                chunks.push(SeqChunk { slot: sequence.slot, pos: sequence.cached, tokens });
+                let all_logits = sequence.next.is_none() && sequence.prompt_logprobs.is_some();
+                fed.push((index, tokens.len(), all_logits));
+                chunks.push(SeqChunk { slot: sequence.slot, pos: sequence.cached, tokens, all_logits });
             }
         }
         let result = self.engine.step(&chunks);
@@ -496,9 +522,21 @@ impl Serving {
         let mut leaving: Vec<usize> = Vec::new();
         match result {
             Ok(logits) if logits.len() == fed.len() => {
-                for ((index, n), mut row) in fed.into_iter().zip(logits) {
+                for ((index, n, all_logits), mut rows) in fed.into_iter().zip(logits) {
                     let sequence = &mut self.running[index];
-                    if let Outcome::Leave = advance(sequence, n, &mut row, self.engine.as_ref()) {
+                    let engine = self.engine.as_ref();
+                    let last = match all_logits {
+                        true => score_prompt(sequence, n, &rows, engine).map(|width| rows.len() - width),
+                        false => Ok(0),
+                    };
+                    let outcome = match last {
+                        Ok(last) => advance(sequence, n, &mut rows[last..], engine),
+                        Err(error) => {
+                            let _ = sequence.send(GenerationEvent::Failed(ReplicaError::Runtime(error)));
+                            Outcome::Leave
+                        }
+                    };
+                    if let Outcome::Leave = outcome {
                         leaving.push(index);
                     }
                 }
@@ -513,7 +551,7 @@ impl Serving {
                     )),
                 };
                 tracing::warn!(replica = %shared.life.name, error = %error, "a generation step failed");
-                for (index, _) in fed {
+                for (index, _, _) in fed {
                     let _ = self.running[index].send(GenerationEvent::Failed(ReplicaError::Runtime(error.clone())));
                     leaving.push(index);
                 }
@@ -550,20 +588,26 @@ fn advance(sequence: &mut Sequence, n: usize, logits: &mut [f32], engine: &dyn L
         // Still reading the prompt.
         return Outcome::Continue;
     }
+    if sequence.next.is_none() && sequence.echo && !send_prompt(sequence, engine) {
+        return Outcome::Leave;
+    }
     // The raw row, before the sampler reshapes it, when log-probabilities are asked for.
     let raw = sequence.logprobs.map(|_| logits.to_vec());
     let token = sequence.sampler.sample(logits);
     sequence.completion_tokens += 1;
     sequence.unsent_tokens += 1;
     let info = engine.info();
-    if info.eos_tokens.contains(&token) {
-        return finish(sequence, FinishReason::Stop, true);
-    }
-    if let (Some(top), Some(raw)) = (sequence.logprobs, raw) {
+    let eos = info.eos_tokens.contains(&token);
+    // The end of sequence has no text, and no entry, except when the prompt is echoed: a
+    // scored prompt's continuation is read as every generated token.
+    if let (Some(top), Some(raw), false) = (sequence.logprobs, raw, eos && !sequence.echo) {
         let (logprob, top) = log_probabilities(&raw, token, top);
         let entry = |token, logprob| TokenLogprob { token, bytes: engine.token_bytes(token), logprob };
         let top = top.into_iter().map(|(t, l)| entry(t, l)).collect();
         sequence.unsent_logprobs.push(Logprobs { chosen: entry(token, logprob), top });
+    }
+    if eos {
+        return finish(sequence, FinishReason::Stop, true);
     }
     let pushed = sequence.text.push(&engine.token_bytes(token));
     if !pushed.text.is_empty() && !send_delta(sequence, pushed.text) {
@@ -581,6 +625,41 @@ fn advance(sequence: &mut Sequence, n: usize, logits: &mut [f32], engine: &dyn L
     }
     sequence.next = Some(token);
     Outcome::Continue
+}
+
+/// Records the log-probability of each prompt token that the `n` rows of a chunk predict (the
+/// row after position `p` scores the token at `p + 1`); returns the width of a row.
+fn score_prompt(sequence: &mut Sequence, n: usize, rows: &[f32], engine: &dyn LmEngine) -> Result<usize, RuntimeError> {
+    let width = rows.len().checked_div(n).filter(|w| *w > 0 && w * n == rows.len()).ok_or_else(|| {
+        RuntimeError::Inference(format!("the engine returned {} logits for {n} positions", rows.len()))
+    })?;
+    let top = sequence.prompt_logprobs.unwrap_or(0);
+    let entry = |token, logprob| TokenLogprob { token, bytes: engine.token_bytes(token), logprob };
+    for (i, row) in rows.chunks_exact(width).enumerate() {
+        let Some(&token) = sequence.prompt.get(sequence.cached + i + 1) else { break };
+        let (logprob, alternatives) = log_probabilities(row, token, top);
+        let top = alternatives.into_iter().map(|(t, l)| entry(t, l)).collect();
+        let logprobs = Logprobs { chosen: entry(token, logprob), top };
+        sequence.prompt_report.push(PromptToken { token, bytes: engine.token_bytes(token), logprobs: Some(logprobs) });
+    }
+    Ok(width)
+}
+
+/// Sends the prompt's tokens (with the log-probabilities scored while it was read); `false`
+/// when the receiver is gone.
+fn send_prompt(sequence: &mut Sequence, engine: &dyn LmEngine) -> bool {
+    let scored = std::mem::take(&mut sequence.prompt_report);
+    let mut scored = scored.into_iter();
+    let tokens = sequence
+        .prompt
+        .iter()
+        .enumerate()
+        .map(|(i, &token)| {
+            let logprobs = if i == 0 { None } else { scored.next().and_then(|t| t.logprobs) };
+            PromptToken { token, bytes: engine.token_bytes(token), logprobs }
+        })
+        .collect();
+    sequence.send(GenerationEvent::Prompt(tokens))
 }
 
 /// Sends the rest of the text (when `flush`) and of the log-probabilities, and `Finished`;
