@@ -14,11 +14,11 @@
 //! under [`std::panic::catch_unwind`], so a missing or broken library is a
 //! [`RuntimeError::Load`], never a panic.
 //!
-//! Execution providers: CPU always. With the crate feature `cuda`, sessions also register ONNX
-//! Runtime's CUDA execution provider, which falls back to the CPU (with a log line from ONNX
-//! Runtime) when the loaded library has no CUDA support, e.g. the CPU-only PyPI wheel; use the
-//! library of the `onnxruntime-gpu` wheel for GPUs. The feature changes only registration code
-//! and builds without any CUDA software installed.
+//! Execution providers: CPU always. With the crate feature `onnx-cuda` (part of `cuda`),
+//! sessions also register ONNX Runtime's CUDA execution provider, which falls back to the CPU
+//! (with a log line from ONNX Runtime) when the loaded library has no CUDA support, e.g. the
+//! CPU-only PyPI wheel; use the library of the `onnxruntime-gpu` wheel for GPUs. The feature
+//! changes only registration code and builds without any CUDA software installed.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -149,7 +149,7 @@ impl OnnxBackend {
                 .with_inter_threads(config.inter_op_threads)
                 .map_err(load)?;
         }
-        #[cfg(feature = "cuda")]
+        #[cfg(feature = "onnx-cuda")]
         {
             // Fails silently (falls back to the CPU) when the library was built without CUDA.
             builder = builder.with_execution_providers([ort::ep::CUDA::default().build()]).map_err(load)?;

@@ -7,8 +7,8 @@
 //! (the weights are read once per step, however many sequences decode), on a rayon pool of the
 //! engine's own (`threads` threads), where candle's CPU matrix products split.
 //!
-//! The weights run on the CPU in F32, or, when the crate is built with the `cuda` feature and a
-//! GPU is present, on GPU 0 in BF16.
+//! The weights run on the CPU in F32, or, when the crate is built with `candle-cuda` (part of
+//! `cuda`) and a GPU is present, on GPU 0 in BF16.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -220,10 +220,10 @@ fn architecture(config: &Value) -> Result<String, RuntimeError> {
     if SUPPORTED.contains(&name.as_str()) { Ok(name) } else { Err(unsupported(&name)) }
 }
 
-/// GPU 0 in BF16 when built with `cuda` and a GPU is present, else the CPU in F32 (candle's
+/// GPU 0 in BF16 when built with `candle-cuda` and a GPU is present, else the CPU in F32 (candle's
 /// CPU matmuls do not take BF16).
 fn device_and_dtype() -> Result<(Device, DType), RuntimeError> {
-    if cfg!(feature = "cuda") {
+    if cfg!(feature = "candle-cuda") {
         let device = Device::cuda_if_available(0).map_err(|e| RuntimeError::Load(format!("cannot open GPU 0: {e}")))?;
         if device.is_cuda() {
             return Ok((device, DType::BF16));
