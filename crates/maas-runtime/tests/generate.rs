@@ -262,6 +262,7 @@ fn chat(messages: Vec<ChatMessage>, max_tokens: Option<usize>) -> GenerateReques
         logprobs: None,
         echo: false,
         prompt_logprobs: None,
+        json: false,
     }
 }
 
@@ -371,6 +372,7 @@ async fn text_prompts_and_max_tokens() {
         logprobs: None,
         echo: false,
         prompt_logprobs: None,
+        json: false,
     };
     let outcome = run(&replica, text).await;
     assert_eq!(outcome.prompt_tokens, Some(PROMPT_IDS.len()));
@@ -434,6 +436,7 @@ async fn logprobs_report_the_models_distribution() {
         logprobs: Some(0),
         echo: false,
         prompt_logprobs: None,
+        json: false,
     };
     let first = run(&replica, text).await;
     assert_eq!(first.logprobs.len(), 1);
@@ -524,6 +527,21 @@ async fn prompt_logprobs_score_every_prompt_token() {
 }
 
 #[tokio::test]
+async fn json_mode_answers_one_json_object() {
+    let _lock = MODEL_LOCK.lock().await;
+    let replica = replica(1, 512, generation_config()).await;
+    let question = "What is the capital of France? Answer in JSON with the keys country and capital.";
+    let free = run(&replica, chat(vec![message("user", question)], Some(100))).await;
+    let request = GenerateRequest { json: true, ..chat(vec![message("user", question)], Some(100)) };
+    let outcome = run(&replica, request).await;
+    assert!(outcome.failed.is_none(), "{:?}", outcome.failed);
+    let value: serde_json::Value = serde_json::from_str(&outcome.text)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}; without JSON mode: {:?}", outcome.text, free.text));
+    assert!(value.is_object(), "{value}");
+    assert_eq!(outcome.finished.map(|(reason, _)| reason), Some(FinishReason::Stop), "closed, then ended");
+}
+
+#[tokio::test]
 async fn seeded_sampling_is_reproducible() {
     let _lock = MODEL_LOCK.lock().await;
     let replica = replica(2, 512, generation_config()).await;
@@ -535,6 +553,7 @@ async fn seeded_sampling_is_reproducible() {
         logprobs: None,
         echo: false,
         prompt_logprobs: None,
+        json: false,
     };
     let first = run(&replica, sampled(7)).await;
     let second = run(&replica, sampled(7)).await;
@@ -719,6 +738,7 @@ async fn speed() {
         logprobs: None,
         echo: false,
         prompt_logprobs: None,
+        json: false,
     };
     // Warm-up.
     run(&replica, GenerateRequest { max_tokens: Some(4), ..request() }).await;

@@ -133,6 +133,11 @@ parts = list(c.completions.create(model="alice/smollm", prompt="The capital of F
 out["echo"] = {"text": r.choices[0].text, "stream": "".join(p.choices[0].text for p in parts if p.choices),
                "first": parts[0].choices[0].text}
 
+# JSON mode: decoding constrained to one JSON object.
+jq = [{"role": "user", "content": "What is the capital of France? Answer in JSON with the keys country and capital."}]
+r = c.chat.completions.create(model="alice/smollm", messages=jq, temperature=0, max_tokens=100, response_format={"type": "json_object"})
+out["json_mode"] = {"content": r.choices[0].message.content, "finish": r.choices[0].finish_reason}
+
 # Scoring as evaluation harnesses do (lm-eval's local-completions): token ids of a context and a
 # continuation, echo with logprobs, one generated token; the continuation's scores are read back.
 ctx = [1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1, 520, 9531, 198]
@@ -199,6 +204,8 @@ out["errors"] = {
     "top_logprobs_alone": error(lambda: c.chat.completions.create(model="alice/smollm", messages=q, top_logprobs=2)),
     "too_many_logprobs": error(lambda: c.completions.create(model="alice/smollm", prompt="Hi", logprobs=21)),
     "token_outside_vocabulary": error(lambda: c.completions.create(model="alice/smollm", prompt=[1, 999999], max_tokens=1)),
+    "json_schema": error(lambda: c.chat.completions.create(model="alice/smollm", messages=q, response_format={
+        "type": "json_schema", "json_schema": {"name": "city", "schema": {"type": "object"}}})),
     "empty_input": error(lambda: c.embeddings.create(model="alice/minilm", input="")),
     "bad_key": error(lambda: openai.OpenAI(api_key="mk_nope", max_retries=0).models.list()),
 }
@@ -263,6 +270,11 @@ async fn the_openai_sdk_gets_chat_completions_and_embeddings() {
     let echoed = format!("The capital of France is{}", lp["text"].as_str().unwrap());
     assert_eq!((&echo["text"], &echo["stream"]), (&json!(echoed), &json!(echoed)), "{echo}");
     assert_eq!(echo["first"], "The capital of France is");
+    // JSON mode: one JSON object, closed, then the end of sequence.
+    let json_mode = &out["json_mode"];
+    let content: Value = serde_json::from_str(json_mode["content"].as_str().unwrap()).expect("JSON mode gives JSON");
+    assert!(content.is_object(), "{json_mode}");
+    assert_eq!(json_mode["finish"], "stop", "{json_mode}");
     // Scoring a continuation: the prompt's tokens scored (the first has nothing before it), the
     // greedy answer greedy all along, and close to what generating it scored (kernels differ
     // with the batch's size: a few hundredths).
@@ -314,6 +326,8 @@ async fn the_openai_sdk_gets_chat_completions_and_embeddings() {
     expect("too_many_logprobs", 400, "invalid_request");
     expect("token_outside_vocabulary", 400, "invalid_request");
     expect("empty_input", 400, "invalid_request");
+    expect("json_schema", 400, "invalid_request");
+    assert_eq!(errors["json_schema"]["param"], "response_format");
     expect("bad_key", 401, "invalid_api_key");
     let too_many = &errors["too_many_choices"];
     assert_eq!((&too_many["param"], &too_many["type"]), (&json!("n"), &json!("invalid_request_error")));

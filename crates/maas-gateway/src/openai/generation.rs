@@ -66,6 +66,10 @@ pub struct Sampling {
     /// Chat: how many of the most likely tokens to list at each position (0 to 20; needs
     /// `logprobs: true`).
     pub top_logprobs: Option<usize>,
+    /// `{"type": "text"}` (the default) or `{"type": "json_object"}`: JSON mode, the output is
+    /// one JSON object (decoding is constrained to it). `json_schema` is refused.
+    #[schema(value_type = Option<Object>)]
+    pub response_format: Option<Value>,
 }
 
 /// Most stop sequences per request (OpenAI allows 4).
@@ -90,6 +94,7 @@ impl Sampling {
             return Err(bad("n", format!("n must be at least 1, with at most {MAX_CHOICES} choices per request")));
         }
         let logprobs = self.logprobs(chat)?;
+        let json = self.json_mode()?;
         let defaults = SamplingParams::default();
         let params = SamplingParams {
             temperature: self.temperature.unwrap_or(defaults.temperature),
@@ -124,6 +129,7 @@ impl Sampling {
                     logprobs,
                     echo: false,
                     prompt_logprobs: None,
+                    json,
                 });
             }
         }
@@ -156,6 +162,20 @@ impl Sampling {
                 None => Err(bad("logprobs", format!("logprobs must be 0 to {MAX_TOP_LOGPROBS}"))),
             },
             (false, Some(_)) => Err(bad("logprobs", format!("logprobs must be a number, 0 to {MAX_TOP_LOGPROBS}"))),
+        }
+    }
+
+    /// Whether `response_format` asks for JSON mode.
+    fn json_mode(&self) -> Result<bool, ApiError> {
+        let bad = |message: &str| ApiError::new(ErrorCode::InvalidRequest, message).with_param("response_format");
+        let Some(format) = &self.response_format else { return Ok(false) };
+        match format.get("type").and_then(Value::as_str) {
+            Some("text") => Ok(false),
+            Some("json_object") => Ok(true),
+            Some("json_schema") => {
+                Err(bad("response_format json_schema is not supported; json_object gives one JSON object"))
+            }
+            _ => Err(bad("response_format.type must be text or json_object")),
         }
     }
 

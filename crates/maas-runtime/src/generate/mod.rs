@@ -8,6 +8,7 @@
 //!   network is `decoder` (all slots' chunks in one forward pass).
 //! - [`template`]: chat templates from the model's files, rendered with minijinja.
 //! - [`sampler`]: temperature, top-k, top-p, penalties and seeds over one logits row.
+//! - [`json_mode`]: decoding constrained to one JSON object (`response_format`).
 //! - [`text`]: turning token pieces back into UTF-8 text, and stop sequences.
 //! - [`scheduler`]: a [`GenerationReplica`]: one engine on its own thread; requests join and
 //!   leave the running batch between decode steps; tokens stream back through a channel.
@@ -18,6 +19,7 @@
 pub mod candle_lm;
 mod decoder;
 pub mod engine;
+pub mod json_mode;
 pub mod llama_cpp;
 pub mod sampler;
 pub mod scheduler;
@@ -58,6 +60,8 @@ pub struct GenerateRequest {
     /// many of the most likely tokens at its position (0..=[`MAX_TOP_LOGPROBS`]). The engine
     /// then computes the logits of every prompt position, not only the last.
     pub prompt_logprobs: Option<usize>,
+    /// Constrain the output to one JSON object (`response_format: json_object`).
+    pub json: bool,
 }
 
 /// The most alternatives [`GenerateRequest::logprobs`] may ask for (OpenAI's limit).

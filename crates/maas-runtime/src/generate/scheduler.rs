@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use super::engine::{LmEngine, LmInfo, SeqChunk};
+use super::json_mode::JsonConstraint;
 use super::sampler::{Sampler, log_probabilities};
 use super::template::ChatTemplate;
 use super::text::TextStream;
@@ -232,6 +233,8 @@ struct Sequence {
     echo: bool,
     prompt_logprobs: Option<usize>,
     prompt_report: Vec<PromptToken>,
+    /// JSON mode: what the output may continue with.
+    json: Option<JsonConstraint>,
     completion_tokens: usize,
     /// Tokens generated since the last `Delta` sent, and their log-probabilities if asked.
     unsent_tokens: usize,
@@ -283,6 +286,8 @@ struct Serving {
     /// The model's chat template (or the error that building it gave).
     template: Result<ChatTemplate, RuntimeError>,
     running: Vec<Sequence>,
+    /// Every token's bytes by id, read from the engine the first time JSON mode needs them.
+    pieces: Option<Arc<Vec<Vec<u8>>>>,
     /// Taken lowest first, which keeps running slots together (see `llama_cpp`).
     free_slots: BTreeSet<usize>,
     waiting: VecDeque<Job>,
@@ -383,7 +388,7 @@ impl Serving {
             tracing::warn!(error = %e, "chat requests will fail");
         }
         let free_slots = (0..info.max_sequences).collect();
-        Serving { engine, info, template, running: Vec::new(), free_slots, waiting: VecDeque::new() }
+        Serving { engine, info, template, running: Vec::new(), pieces: None, free_slots, waiting: VecDeque::new() }
     }
 
     /// Drops waiting requests whose receiver is gone, and fails those that waited too long.
@@ -422,6 +427,7 @@ impl Serving {
                 }
             };
             let Some(slot) = self.free_slots.pop_first() else { return };
+            let json = job.request.json.then(|| JsonConstraint::new(self.pieces(), self.info.eos_tokens.clone()));
             // Counted before `Started`, so that whoever hears of it sees it running.
             shared.running.store(self.running.len() + 1, Ordering::Relaxed);
             if job.events.send(GenerationEvent::Started { prompt_tokens: prompt.len() }).is_err() {
@@ -442,12 +448,22 @@ impl Serving {
                 echo: job.request.echo || job.request.prompt_logprobs.is_some(),
                 prompt_logprobs: job.request.prompt_logprobs,
                 prompt_report: Vec::new(),
+                json,
                 completion_tokens: 0,
                 unsent_tokens: 0,
                 unsent_logprobs: Vec::new(),
                 joined_at: Instant::now(),
             });
         }
+    }
+
+    /// Every token's bytes by id (read once).
+    fn pieces(&mut self) -> Arc<Vec<Vec<u8>>> {
+        let engine = &self.engine;
+        let vocab = self.info.vocab_size;
+        Arc::clone(
+            self.pieces.get_or_insert_with(|| Arc::new((0..vocab as u32).map(|t| engine.token_bytes(t)).collect())),
+        )
     }
 
     /// The prompt's tokens, checked to leave room for at least one generated token.
@@ -593,7 +609,13 @@ fn advance(sequence: &mut Sequence, n: usize, logits: &mut [f32], engine: &dyn L
     }
     // The raw row, before the sampler reshapes it, when log-probabilities are asked for.
     let raw = sequence.logprobs.map(|_| logits.to_vec());
+    if let Some(json) = &sequence.json {
+        json.mask(logits);
+    }
     let token = sequence.sampler.sample(logits);
+    if let Some(json) = &mut sequence.json {
+        json.accept(token);
+    }
     sequence.completion_tokens += 1;
     sequence.unsent_tokens += 1;
     let info = engine.info();
