@@ -7,7 +7,9 @@
 //! the state and sets the logits of those that would break the JSON to -inf; once the object
 //! is closed only an end-of-sequence token remains. Whitespace between tokens is limited
 //! ([`MAX_WHITESPACE`] bytes in a row), so that a model cannot pad forever. Multi-byte UTF-8 is
-//! taken as is inside strings (tokens may split a character).
+//! taken as is inside strings (tokens may split a character). Inside a string, where most of a
+//! JSON answer's tokens fall, a token without quote, backslash or control bytes is allowed
+//! without reading it ([`Vocabulary`] marks those once per replica).
 
 use std::sync::Arc;
 
@@ -122,6 +124,11 @@ impl JsonState {
     /// Whether a whole object was read.
     pub fn done(&self) -> bool {
         self.lex == Lex::Done
+    }
+
+    /// Inside a string, not in an escape: any plain string content keeps the state as it is.
+    fn in_plain_string(&self) -> bool {
+        matches!(self.lex, Lex::Str { .. })
     }
 
     /// The state after `bytes`, or `None` if they cannot continue a JSON object.
@@ -254,42 +261,58 @@ impl JsonState {
     }
 }
 
-/// JSON mode for one sequence: its recognizer, and the vocabulary's bytes to test tokens with.
+/// The vocabulary as JSON mode reads it: every token's bytes by id, and whether they are plain
+/// string content (no quote, backslash or control byte). Made once per replica.
+#[derive(Debug)]
+pub struct Vocabulary {
+    pieces: Vec<Vec<u8>>,
+    plain: Vec<bool>,
+}
+
+impl Vocabulary {
+    pub fn new(pieces: Vec<Vec<u8>>) -> Vocabulary {
+        let plain = pieces
+            .iter()
+            .map(|bytes| !bytes.is_empty() && bytes.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\'))
+            .collect();
+        Vocabulary { pieces, plain }
+    }
+}
+
+/// JSON mode for one sequence: its recognizer, and the vocabulary to test tokens with.
 #[derive(Debug, Clone)]
 pub struct JsonConstraint {
     state: JsonState,
-    /// Every token's bytes, by id (shared by the replica's sequences).
-    pieces: Arc<Vec<Vec<u8>>>,
+    vocabulary: Arc<Vocabulary>,
     eos_tokens: Vec<u32>,
 }
 
 impl JsonConstraint {
-    pub fn new(pieces: Arc<Vec<Vec<u8>>>, eos_tokens: Vec<u32>) -> JsonConstraint {
-        JsonConstraint { state: JsonState::default(), pieces, eos_tokens }
+    pub fn new(vocabulary: Arc<Vocabulary>, eos_tokens: Vec<u32>) -> JsonConstraint {
+        JsonConstraint { state: JsonState::default(), vocabulary, eos_tokens }
     }
 
     /// Sets the logits of the tokens that cannot come next to -inf: those whose bytes break
     /// the JSON, tokens without bytes, and the end of sequence until the object is closed.
     pub fn mask(&self, logits: &mut [f32]) {
         let done = self.state.done();
+        let in_string = self.state.in_plain_string();
         let mut any = false;
         for (id, logit) in logits.iter_mut().enumerate() {
-            let allowed = if self.eos_tokens.contains(&(id as u32)) {
-                done
-            } else {
-                match self.pieces.get(id) {
-                    Some(bytes) if !bytes.is_empty() && !done => self.state.feed(bytes).is_some(),
+            let allowed = !done
+                && match self.vocabulary.pieces.get(id) {
+                    Some(_) if in_string && self.vocabulary.plain[id] => true,
+                    Some(bytes) if !bytes.is_empty() => self.state.feed(bytes).is_some(),
                     _ => false,
-                }
-            };
-            if allowed {
-                any = true;
-            } else {
+                };
+            any |= allowed;
+            if !allowed {
                 *logit = f32::NEG_INFINITY;
             }
         }
-        // A vocabulary that cannot go on (no token has the byte needed): end instead.
-        if !any {
+        // The end of sequence once the object is closed, or if no token can go on (a
+        // vocabulary without the byte needed).
+        if done || !any {
             for &eos in &self.eos_tokens {
                 if let Some(logit) = logits.get_mut(eos as usize) {
                     *logit = 0.0;
@@ -300,7 +323,7 @@ impl JsonConstraint {
 
     /// Moves past a sampled token (one [`JsonConstraint::mask`] allowed).
     pub fn accept(&mut self, token: u32) {
-        if let Some(next) = self.pieces.get(token as usize).and_then(|bytes| self.state.feed(bytes)) {
+        if let Some(next) = self.vocabulary.pieces.get(token as usize).and_then(|bytes| self.state.feed(bytes)) {
             self.state = next;
         }
     }
@@ -363,7 +386,7 @@ mod tests {
     fn the_mask_keeps_what_continues_and_the_end_only_when_done() {
         let pieces: Vec<Vec<u8>> =
             ["{", "}", "\"a\"", ":", " 1", "x", "", "<eos>"].iter().map(|s| s.as_bytes().to_vec()).collect();
-        let mut json = JsonConstraint::new(Arc::new(pieces), vec![7]);
+        let mut json = JsonConstraint::new(Arc::new(Vocabulary::new(pieces)), vec![7]);
         let allowed = |json: &JsonConstraint| {
             let mut logits = vec![0.0; 8];
             json.mask(&mut logits);

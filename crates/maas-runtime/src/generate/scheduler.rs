@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use super::engine::{LmEngine, LmInfo, SeqChunk};
-use super::json_mode::JsonConstraint;
+use super::json_mode::{JsonConstraint, Vocabulary};
 use super::sampler::{Sampler, log_probabilities};
 use super::template::ChatTemplate;
 use super::text::TextStream;
@@ -286,8 +286,8 @@ struct Serving {
     /// The model's chat template (or the error that building it gave).
     template: Result<ChatTemplate, RuntimeError>,
     running: Vec<Sequence>,
-    /// Every token's bytes by id, read from the engine the first time JSON mode needs them.
-    pieces: Option<Arc<Vec<Vec<u8>>>>,
+    /// The vocabulary as JSON mode reads it, made the first time JSON mode is asked for.
+    vocabulary: Option<Arc<Vocabulary>>,
     /// Taken lowest first, which keeps running slots together (see `llama_cpp`).
     free_slots: BTreeSet<usize>,
     waiting: VecDeque<Job>,
@@ -388,7 +388,7 @@ impl Serving {
             tracing::warn!(error = %e, "chat requests will fail");
         }
         let free_slots = (0..info.max_sequences).collect();
-        Serving { engine, info, template, running: Vec::new(), pieces: None, free_slots, waiting: VecDeque::new() }
+        Serving { engine, info, template, running: Vec::new(), vocabulary: None, free_slots, waiting: VecDeque::new() }
     }
 
     /// Drops waiting requests whose receiver is gone, and fails those that waited too long.
@@ -427,7 +427,7 @@ impl Serving {
                 }
             };
             let Some(slot) = self.free_slots.pop_first() else { return };
-            let json = job.request.json.then(|| JsonConstraint::new(self.pieces(), self.info.eos_tokens.clone()));
+            let json = job.request.json.then(|| JsonConstraint::new(self.vocabulary(), self.info.eos_tokens.clone()));
             // Counted before `Started`, so that whoever hears of it sees it running.
             shared.running.store(self.running.len() + 1, Ordering::Relaxed);
             if job.events.send(GenerationEvent::Started { prompt_tokens: prompt.len() }).is_err() {
@@ -457,13 +457,14 @@ impl Serving {
         }
     }
 
-    /// Every token's bytes by id (read once).
-    fn pieces(&mut self) -> Arc<Vec<Vec<u8>>> {
+    /// The vocabulary for JSON mode (read from the engine once).
+    fn vocabulary(&mut self) -> Arc<Vocabulary> {
         let engine = &self.engine;
-        let vocab = self.info.vocab_size;
-        Arc::clone(
-            self.pieces.get_or_insert_with(|| Arc::new((0..vocab as u32).map(|t| engine.token_bytes(t)).collect())),
-        )
+        let vocab = self.info.vocab_size as u32;
+        let vocabulary = self
+            .vocabulary
+            .get_or_insert_with(|| Arc::new(Vocabulary::new((0..vocab).map(|t| engine.token_bytes(t)).collect())));
+        Arc::clone(vocabulary)
     }
 
     /// The prompt's tokens, checked to leave room for at least one generated token.
