@@ -297,22 +297,21 @@ impl JsonConstraint {
     pub fn mask(&self, logits: &mut [f32]) {
         let done = self.state.done();
         let in_string = self.state.in_plain_string();
-        let mut any = false;
         for (id, logit) in logits.iter_mut().enumerate() {
             let allowed = !done
+                && !self.eos_tokens.contains(&(id as u32))
                 && match self.vocabulary.pieces.get(id) {
                     Some(_) if in_string && self.vocabulary.plain[id] => true,
                     Some(bytes) if !bytes.is_empty() => self.state.feed(bytes).is_some(),
                     _ => false,
                 };
-            any |= allowed;
             if !allowed {
                 *logit = f32::NEG_INFINITY;
             }
         }
-        // The end of sequence once the object is closed, or if no token can go on (a
+        // The end of sequence only once the object is closed, or if no token can go on (a
         // vocabulary without the byte needed).
-        if done || !any {
+        if done || !logits.iter().any(|l| l.is_finite()) {
             for &eos in &self.eos_tokens {
                 if let Some(logit) = logits.get_mut(eos as usize) {
                     *logit = 0.0;
@@ -401,5 +400,18 @@ mod tests {
         assert_eq!(allowed(&json), vec![1]);
         json.accept(1);
         assert_eq!(allowed(&json), vec![7], "only the end of sequence after the object");
+    }
+
+    #[test]
+    fn inside_a_string_plain_tokens_pass_and_the_rest_is_read() {
+        let pieces: Vec<Vec<u8>> =
+            ["{", "\"k", "ab", "c\"", "\n", "\\", "<eos>"].iter().map(|s| s.as_bytes().to_vec()).collect();
+        let mut json = JsonConstraint::new(Arc::new(Vocabulary::new(pieces)), vec![6]);
+        json.accept(0);
+        json.accept(1);
+        let mut logits = vec![0.0; 7];
+        json.mask(&mut logits);
+        let allowed: Vec<usize> = logits.iter().enumerate().filter(|(_, l)| l.is_finite()).map(|(i, _)| i).collect();
+        assert_eq!(allowed, vec![0, 2, 3, 5], "content, the closing quote, an escape; no raw newline");
     }
 }
