@@ -133,6 +133,10 @@ parts = list(c.completions.create(model="alice/smollm", prompt="The capital of F
 out["echo"] = {"text": r.choices[0].text, "stream": "".join(p.choices[0].text for p in parts if p.choices),
                "first": parts[0].choices[0].text}
 
+# logit_bias: banning the greedy answer's first token ("The", id 504) changes the answer.
+r = c.chat.completions.create(model="alice/smollm", messages=q, temperature=0, max_tokens=3, logit_bias={"504": -100})
+out["logit_bias"] = r.choices[0].message.content
+
 # JSON mode: decoding constrained to one JSON object.
 jq = [{"role": "user", "content": "What is the capital of France? Answer in JSON with the keys country and capital."}]
 r = c.chat.completions.create(model="alice/smollm", messages=jq, temperature=0, max_tokens=100, response_format={"type": "json_object"})
@@ -206,6 +210,8 @@ out["errors"] = {
     "token_outside_vocabulary": error(lambda: c.completions.create(model="alice/smollm", prompt=[1, 999999], max_tokens=1)),
     "json_schema": error(lambda: c.chat.completions.create(model="alice/smollm", messages=q, response_format={
         "type": "json_schema", "json_schema": {"name": "city", "schema": {"type": "object"}}})),
+    "logit_bias_not_an_id": error(lambda: c.chat.completions.create(model="alice/smollm", messages=q, logit_bias={"The": 5})),
+    "logit_bias_outside": error(lambda: c.chat.completions.create(model="alice/smollm", messages=q, logit_bias={"999999": 5})),
     "empty_input": error(lambda: c.embeddings.create(model="alice/minilm", input="")),
     "bad_key": error(lambda: openai.OpenAI(api_key="mk_nope", max_retries=0).models.list()),
 }
@@ -270,6 +276,8 @@ async fn the_openai_sdk_gets_chat_completions_and_embeddings() {
     let echoed = format!("The capital of France is{}", lp["text"].as_str().unwrap());
     assert_eq!((&echo["text"], &echo["stream"]), (&json!(echoed), &json!(echoed)), "{echo}");
     assert_eq!(echo["first"], "The capital of France is");
+    let biased = out["logit_bias"].as_str().unwrap();
+    assert!(!biased.is_empty() && !biased.starts_with("The"), "{biased:?}");
     // JSON mode: one JSON object, closed, then the end of sequence.
     let json_mode = &out["json_mode"];
     let content: Value = serde_json::from_str(json_mode["content"].as_str().unwrap()).expect("JSON mode gives JSON");
@@ -327,6 +335,9 @@ async fn the_openai_sdk_gets_chat_completions_and_embeddings() {
     expect("token_outside_vocabulary", 400, "invalid_request");
     expect("empty_input", 400, "invalid_request");
     expect("json_schema", 400, "invalid_request");
+    expect("logit_bias_not_an_id", 400, "invalid_request");
+    expect("logit_bias_outside", 400, "invalid_request");
+    assert_eq!(errors["logit_bias_not_an_id"]["param"], "logit_bias");
     assert_eq!(errors["json_schema"]["param"], "response_format");
     expect("bad_key", 401, "invalid_api_key");
     let too_many = &errors["too_many_choices"];

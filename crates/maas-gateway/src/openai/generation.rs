@@ -70,6 +70,8 @@ pub struct Sampling {
     /// one JSON object (decoding is constrained to it). `json_schema` is refused.
     #[schema(value_type = Option<Object>)]
     pub response_format: Option<Value>,
+    /// Token id (as a string) → bias added to its logit, -100 to 100.
+    pub logit_bias: Option<std::collections::HashMap<String, f32>>,
 }
 
 /// Most stop sequences per request (OpenAI allows 4).
@@ -103,6 +105,7 @@ impl Sampling {
             presence_penalty: self.presence_penalty.unwrap_or(defaults.presence_penalty),
             frequency_penalty: self.frequency_penalty.unwrap_or(defaults.frequency_penalty),
             seed: self.seed.map(|s| s as u64),
+            logit_bias: self.logit_bias()?,
         };
         params.validate().map_err(ApiError::from)?;
         let max_tokens = self.max_completion_tokens.or(self.max_tokens).or(default_max_tokens);
@@ -163,6 +166,24 @@ impl Sampling {
             },
             (false, Some(_)) => Err(bad("logprobs", format!("logprobs must be a number, 0 to {MAX_TOP_LOGPROBS}"))),
         }
+    }
+
+    /// `logit_bias` as (token id, bias) pairs, in token order.
+    fn logit_bias(&self) -> Result<Vec<(u32, f32)>, ApiError> {
+        let mut bias = self
+            .logit_bias
+            .iter()
+            .flatten()
+            .map(|(token, &b)| match token.parse::<u32>() {
+                Ok(id) => Ok((id, b)),
+                Err(_) => {
+                    Err(ApiError::new(ErrorCode::InvalidRequest, format!("logit_bias: '{token}' is not a token id"))
+                        .with_param("logit_bias"))
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        bias.sort_unstable_by_key(|&(id, _)| id);
+        Ok(bias)
     }
 
     /// Whether `response_format` asks for JSON mode.

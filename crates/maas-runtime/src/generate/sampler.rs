@@ -29,6 +29,9 @@ pub struct SamplingParams {
     pub frequency_penalty: f32,
     /// The same seed and the same logits give the same tokens; `None`: fresh entropy.
     pub seed: Option<u64>,
+    /// Added to the logits of these tokens before anything else, -100..=100 (OpenAI's
+    /// `logit_bias`: -100 bans a token, 100 all but forces it).
+    pub logit_bias: Vec<(u32, f32)>,
 }
 
 impl Default for SamplingParams {
@@ -40,6 +43,7 @@ impl Default for SamplingParams {
             presence_penalty: 0.0,
             frequency_penalty: 0.0,
             seed: None,
+            logit_bias: Vec::new(),
         }
     }
 }
@@ -59,6 +63,9 @@ impl SamplingParams {
         }
         if !(-2.0..=2.0).contains(&self.frequency_penalty) {
             return Err(out_of_range("frequency_penalty", self.frequency_penalty, "between -2 and 2"));
+        }
+        if let Some(&(_, bias)) = self.logit_bias.iter().find(|(_, bias)| !(-100.0..=100.0).contains(bias)) {
+            return Err(out_of_range("logit_bias", bias, "between -100 and 100"));
         }
         Ok(())
     }
@@ -91,14 +98,19 @@ impl Sampler {
         Sampler { params: params.clone(), rng, counts: HashMap::new(), candidates: Vec::new(), boundary: Vec::new() }
     }
 
-    /// Applies penalties (`logit[t] -= count[t] * frequency + (count[t] > 0) * presence`, as
-    /// OpenAI documents), then temperature, top-k, top-p (nucleus over the softmax), and
+    /// Adds the logit biases, applies penalties (`logit[t] -= count[t] * frequency +
+    /// (count[t] > 0) * presence`, as OpenAI documents), then temperature, top-k, top-p (nucleus over the softmax), and
     /// samples; greedy when temperature is 0. Records the chosen token for later penalties.
     /// `logits` may be modified in place (it ends up holding softmax weights). NaN logits count
     /// as -inf; an empty row returns 0.
     pub fn sample(&mut self, logits: &mut [f32]) -> u32 {
         if logits.is_empty() {
             return 0;
+        }
+        for &(token, bias) in &self.params.logit_bias {
+            if let Some(logit) = logits.get_mut(token as usize) {
+                *logit += bias;
+            }
         }
         self.apply_penalties(logits);
         let max = sanitize_max(logits);
@@ -413,6 +425,8 @@ mod tests {
             (SamplingParams { top_p: 1.5, ..params(1.0) }, "top_p"),
             (SamplingParams { presence_penalty: 2.1, ..params(1.0) }, "presence_penalty"),
             (SamplingParams { frequency_penalty: -3.0, ..params(1.0) }, "frequency_penalty"),
+            (SamplingParams { logit_bias: vec![(3, 101.0)], ..params(1.0) }, "logit_bias"),
+            (SamplingParams { logit_bias: vec![(3, f32::NAN)], ..params(1.0) }, "logit_bias"),
         ];
         for (p, field) in cases {
             match p.validate() {
@@ -423,6 +437,18 @@ mod tests {
         assert!(
             SamplingParams { temperature: 0.0, top_p: 1.0, presence_penalty: -2.0, ..params(1.0) }.validate().is_ok()
         );
+    }
+
+    #[test]
+    fn logit_bias_bans_and_favours_tokens() {
+        let logits = [1.0, 3.0, 2.0];
+        let greedy = |bias: Vec<(u32, f32)>| {
+            Sampler::new(&SamplingParams { logit_bias: bias, ..params(0.0) }).sample(&mut logits.to_vec())
+        };
+        assert_eq!(greedy(vec![]), 1);
+        assert_eq!(greedy(vec![(1, -100.0)]), 2, "banned");
+        assert_eq!(greedy(vec![(0, 5.0)]), 0, "favoured");
+        assert_eq!(greedy(vec![(9, 100.0)]), 1, "ids past the row change nothing");
     }
 
     #[test]

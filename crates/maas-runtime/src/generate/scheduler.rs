@@ -426,6 +426,14 @@ impl Serving {
                     continue;
                 }
             };
+            let vocab = self.info.vocab_size;
+            if let Some(&(bad, _)) = job.request.sampling.logit_bias.iter().find(|(t, _)| *t as usize >= vocab) {
+                let message = format!("logit_bias: token id {bad} is outside the vocabulary ({vocab} tokens)");
+                let _ = job
+                    .events
+                    .send(GenerationEvent::Failed(ReplicaError::Runtime(RuntimeError::InvalidInput(message))));
+                continue;
+            }
             let Some(slot) = self.free_slots.pop_first() else { return };
             let json = job.request.json.then(|| JsonConstraint::new(self.vocabulary(), self.info.eos_tokens.clone()));
             // Counted before `Started`, so that whoever hears of it sees it running.
