@@ -297,12 +297,13 @@ impl JsonConstraint {
     pub fn mask(&self, logits: &mut [f32]) {
         let done = self.state.done();
         let in_string = self.state.in_plain_string();
+        // Which first bytes can come next: most tokens are ruled out by their first byte alone.
+        let first: [bool; 256] = std::array::from_fn(|b| self.state.byte(b as u8).is_some());
         for (id, logit) in logits.iter_mut().enumerate() {
             let allowed = !done
-                && !self.eos_tokens.contains(&(id as u32))
                 && match self.vocabulary.pieces.get(id) {
                     Some(_) if in_string && self.vocabulary.plain[id] => true,
-                    Some(bytes) if !bytes.is_empty() => self.state.feed(bytes).is_some(),
+                    Some(bytes) if !bytes.is_empty() => first[bytes[0] as usize] && self.state.feed(bytes).is_some(),
                     _ => false,
                 };
             if !allowed {
@@ -310,13 +311,17 @@ impl JsonConstraint {
             }
         }
         // The end of sequence only once the object is closed, or if no token can go on (a
-        // vocabulary without the byte needed).
-        if done || !logits.iter().any(|l| l.is_finite()) {
+        // vocabulary without the byte needed), whatever its bytes.
+        let set_eos = |logits: &mut [f32], value: f32| {
             for &eos in &self.eos_tokens {
                 if let Some(logit) = logits.get_mut(eos as usize) {
-                    *logit = 0.0;
+                    *logit = value;
                 }
             }
+        };
+        set_eos(logits, f32::NEG_INFINITY);
+        if done || !logits.iter().any(|l| l.is_finite()) {
+            set_eos(logits, 0.0);
         }
     }
 
