@@ -228,11 +228,12 @@ struct Sequence {
     max_tokens: Option<usize>,
     /// How many alternatives to report with each token's log-probability, if asked.
     logprobs: Option<usize>,
-    /// Whether the prompt's tokens are sent back once read, with their log-probabilities
-    /// (and this many alternatives) if asked; those computed so far.
+    /// Whether the prompt's tokens are sent back once read ([`GenerationEvent::Prompt`]).
     echo: bool,
+    /// How many alternatives to report with each prompt token's log-probability, if asked;
+    /// the prompt tokens scored so far (from the second on: the first has nothing before it).
     prompt_logprobs: Option<usize>,
-    prompt_report: Vec<PromptToken>,
+    prompt_scores: Vec<Logprobs>,
     /// JSON mode: what the output may continue with.
     json: Option<JsonConstraint>,
     completion_tokens: usize,
@@ -455,7 +456,7 @@ impl Serving {
                 logprobs: job.request.logprobs,
                 echo: job.request.echo || job.request.prompt_logprobs.is_some(),
                 prompt_logprobs: job.request.prompt_logprobs,
-                prompt_report: Vec::new(),
+                prompt_scores: Vec::new(),
                 json,
                 completion_tokens: 0,
                 unsent_tokens: 0,
@@ -632,10 +633,7 @@ fn advance(sequence: &mut Sequence, n: usize, logits: &mut [f32], engine: &dyn L
     // The end of sequence has no text, and no entry, except when the prompt is echoed: a
     // scored prompt's continuation is read as every generated token.
     if let (Some(top), Some(raw), false) = (sequence.logprobs, raw, eos && !sequence.echo) {
-        let (logprob, top) = log_probabilities(&raw, token, top);
-        let entry = |token, logprob| TokenLogprob { token, bytes: engine.token_bytes(token), logprob };
-        let top = top.into_iter().map(|(t, l)| entry(t, l)).collect();
-        sequence.unsent_logprobs.push(Logprobs { chosen: entry(token, logprob), top });
+        sequence.unsent_logprobs.push(scored(engine, &raw, token, top));
     }
     if eos {
         return finish(sequence, FinishReason::Stop, true);
@@ -665,30 +663,30 @@ fn score_prompt(sequence: &mut Sequence, n: usize, rows: &[f32], engine: &dyn Lm
         RuntimeError::Inference(format!("the engine returned {} logits for {n} positions", rows.len()))
     })?;
     let top = sequence.prompt_logprobs.unwrap_or(0);
-    let entry = |token, logprob| TokenLogprob { token, bytes: engine.token_bytes(token), logprob };
     for (i, row) in rows.chunks_exact(width).enumerate() {
         let Some(&token) = sequence.prompt.get(sequence.cached + i + 1) else { break };
-        let (logprob, alternatives) = log_probabilities(row, token, top);
-        let top = alternatives.into_iter().map(|(t, l)| entry(t, l)).collect();
-        let logprobs = Logprobs { chosen: entry(token, logprob), top };
-        sequence.prompt_report.push(PromptToken { token, bytes: engine.token_bytes(token), logprobs: Some(logprobs) });
+        sequence.prompt_scores.push(scored(engine, row, token, top));
     }
     Ok(width)
+}
+
+/// `token`'s log-probability under the logits `row`, with the `top` most likely tokens.
+fn scored(engine: &dyn LmEngine, row: &[f32], token: u32, top: usize) -> Logprobs {
+    let (logprob, alternatives) = log_probabilities(row, token, top);
+    let entry = |token, logprob| TokenLogprob { token, bytes: engine.token_bytes(token), logprob };
+    Logprobs { chosen: entry(token, logprob), top: alternatives.into_iter().map(|(t, l)| entry(t, l)).collect() }
 }
 
 /// Sends the prompt's tokens (with the log-probabilities scored while it was read); `false`
 /// when the receiver is gone.
 fn send_prompt(sequence: &mut Sequence, engine: &dyn LmEngine) -> bool {
-    let scored = std::mem::take(&mut sequence.prompt_report);
-    let mut scored = scored.into_iter();
+    // The first token has no score; each later one has the next score, when scored.
+    let scores = std::iter::once(None).chain(std::mem::take(&mut sequence.prompt_scores).into_iter().map(Some));
     let tokens = sequence
         .prompt
         .iter()
-        .enumerate()
-        .map(|(i, &token)| {
-            let logprobs = if i == 0 { None } else { scored.next().and_then(|t| t.logprobs) };
-            PromptToken { token, bytes: engine.token_bytes(token), logprobs }
-        })
+        .zip(scores.chain(std::iter::repeat(None)))
+        .map(|(&token, logprobs)| PromptToken { token, bytes: engine.token_bytes(token), logprobs })
         .collect();
     sequence.send(GenerationEvent::Prompt(tokens))
 }
