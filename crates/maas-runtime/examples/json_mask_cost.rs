@@ -24,8 +24,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let config = LlamaCppConfig { threads: 1, max_sequences: 1, context_length: Some(256) };
     let engine = LlamaCppEngine::load(&path, &config)?;
     let info = engine.info().clone();
-    let pieces = (0..info.vocab_size as u32).map(|t| engine.token_bytes(t)).collect();
-    let vocabulary = Arc::new(Vocabulary::new(pieces));
+    let vocabulary = Arc::new(Vocabulary::of(&engine));
     println!("vocabulary: {} tokens", info.vocab_size);
     for (place, prefix) in [("between JSON tokens", r#"{"country": "#), ("inside a string", r#"{"country": "Fr"#)] {
         let mut json = JsonConstraint::new(Arc::clone(&vocabulary), info.eos_tokens.clone());

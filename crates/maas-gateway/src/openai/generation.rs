@@ -168,10 +168,9 @@ impl Sampling {
         }
     }
 
-    /// `logit_bias` as (token id, bias) pairs, in token order.
+    /// `logit_bias` as (token id, bias) pairs.
     fn logit_bias(&self) -> Result<Vec<(u32, f32)>, ApiError> {
-        let mut bias = self
-            .logit_bias
+        self.logit_bias
             .iter()
             .flatten()
             .map(|(token, &b)| match token.parse::<u32>() {
@@ -181,9 +180,7 @@ impl Sampling {
                         .with_param("logit_bias"))
                 }
             })
-            .collect::<Result<Vec<_>, _>>()?;
-        bias.sort_unstable_by_key(|&(id, _)| id);
-        Ok(bias)
+            .collect()
     }
 
     /// Whether `response_format` asks for JSON mode.

@@ -13,6 +13,8 @@
 
 use std::sync::Arc;
 
+use super::LmEngine;
+
 /// How deep objects and arrays may nest.
 pub const MAX_DEPTH: u8 = 64;
 /// The most whitespace bytes in a row between JSON tokens.
@@ -270,6 +272,11 @@ pub struct Vocabulary {
 }
 
 impl Vocabulary {
+    /// Every token of `engine`'s model.
+    pub fn of(engine: &dyn LmEngine) -> Vocabulary {
+        Vocabulary::new((0..engine.info().vocab_size as u32).map(|t| engine.token_bytes(t)).collect())
+    }
+
     pub fn new(pieces: Vec<Vec<u8>>) -> Vocabulary {
         let plain = pieces
             .iter()

@@ -420,21 +420,15 @@ impl Serving {
                 let _ = job.events.send(GenerationEvent::Failed(ReplicaError::Timeout));
                 continue;
             }
-            let prompt = match self.prompt_tokens(&job.request.prompt) {
+            let bias_ids = job.request.sampling.logit_bias.iter().map(|&(token, _)| token);
+            let checked = self.check_ids("logit_bias", bias_ids).and_then(|()| self.prompt_tokens(&job.request.prompt));
+            let prompt = match checked {
                 Ok(prompt) => prompt,
                 Err(e) => {
                     let _ = job.events.send(GenerationEvent::Failed(ReplicaError::Runtime(e)));
                     continue;
                 }
             };
-            let vocab = self.info.vocab_size;
-            if let Some(&(bad, _)) = job.request.sampling.logit_bias.iter().find(|(t, _)| *t as usize >= vocab) {
-                let message = format!("logit_bias: token id {bad} is outside the vocabulary ({vocab} tokens)");
-                let _ = job
-                    .events
-                    .send(GenerationEvent::Failed(ReplicaError::Runtime(RuntimeError::InvalidInput(message))));
-                continue;
-            }
             let Some(slot) = self.free_slots.pop_first() else { return };
             let json = job.request.json.then(|| JsonConstraint::new(self.vocabulary(), self.info.eos_tokens.clone()));
             // Counted before `Started`, so that whoever hears of it sees it running.
@@ -468,12 +462,19 @@ impl Serving {
 
     /// The vocabulary for JSON mode (read from the engine once).
     fn vocabulary(&mut self) -> Arc<Vocabulary> {
-        let engine = &self.engine;
-        let vocab = self.info.vocab_size as u32;
-        let vocabulary = self
-            .vocabulary
-            .get_or_insert_with(|| Arc::new(Vocabulary::new((0..vocab).map(|t| engine.token_bytes(t)).collect())));
-        Arc::clone(vocabulary)
+        let engine = self.engine.as_ref();
+        Arc::clone(self.vocabulary.get_or_insert_with(|| Arc::new(Vocabulary::of(engine))))
+    }
+
+    /// Refuses token ids the model does not have (`what` names where they came from).
+    fn check_ids(&self, what: &str, mut ids: impl Iterator<Item = u32>) -> Result<(), RuntimeError> {
+        let vocab = self.info.vocab_size;
+        match ids.find(|&t| t as usize >= vocab) {
+            Some(bad) => Err(RuntimeError::InvalidInput(format!(
+                "{what}: token id {bad} is outside the vocabulary ({vocab} tokens)"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// The prompt's tokens, checked to leave room for at least one generated token.
@@ -486,12 +487,7 @@ impl Serving {
                 self.engine.tokenize(&rendered, true)?
             }
             Prompt::Tokens(tokens) => {
-                let vocab = self.info.vocab_size;
-                if let Some(bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
-                    return Err(RuntimeError::InvalidInput(format!(
-                        "token id {bad} is outside the vocabulary ({vocab} tokens)"
-                    )));
-                }
+                self.check_ids("prompt", tokens.iter().copied())?;
                 tokens.clone()
             }
         };
