@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use maas_runtime::generate::llama_cpp::{LlamaCppConfig, LlamaCppEngine, MAX_BATCH};
 use maas_runtime::generate::sampler::SamplingParams;
 use maas_runtime::generate::scheduler::{GenerationConfig, GenerationReplica, LmLoader, PROMPT_LOGPROBS_CHUNK};
+use maas_runtime::generate::structured::OutputFormat;
 use maas_runtime::generate::template::ChatMessage;
 use maas_runtime::generate::{
     FinishReason, GenerateRequest, GenerationEvent, LmEngine, Logprobs, Prompt, PromptToken, SeqChunk, Usage,
@@ -246,7 +247,7 @@ fn generation_config() -> GenerationConfig {
 }
 
 fn message(role: &str, content: &str) -> ChatMessage {
-    ChatMessage { role: role.into(), content: content.into() }
+    ChatMessage::new(role, content)
 }
 
 fn greedy() -> SamplingParams {
@@ -255,14 +256,14 @@ fn greedy() -> SamplingParams {
 
 fn chat(messages: Vec<ChatMessage>, max_tokens: Option<usize>) -> GenerateRequest {
     GenerateRequest {
-        prompt: Prompt::Chat(messages),
+        prompt: Prompt::chat(messages),
         sampling: greedy(),
         max_tokens,
         stop: Vec::new(),
         logprobs: None,
         echo: false,
         prompt_logprobs: None,
-        json: false,
+        format: None,
     }
 }
 
@@ -372,7 +373,7 @@ async fn text_prompts_and_max_tokens() {
         logprobs: None,
         echo: false,
         prompt_logprobs: None,
-        json: false,
+        format: None,
     };
     let outcome = run(&replica, text).await;
     assert_eq!(outcome.prompt_tokens, Some(PROMPT_IDS.len()));
@@ -436,7 +437,7 @@ async fn logprobs_report_the_models_distribution() {
         logprobs: Some(0),
         echo: false,
         prompt_logprobs: None,
-        json: false,
+        format: None,
     };
     let first = run(&replica, text).await;
     assert_eq!(first.logprobs.len(), 1);
@@ -532,7 +533,8 @@ async fn json_mode_answers_one_json_object() {
     let replica = replica(1, 512, generation_config()).await;
     let question = "What is the capital of France? Answer in JSON with the keys country and capital.";
     let free = run(&replica, chat(vec![message("user", question)], Some(100))).await;
-    let request = GenerateRequest { json: true, ..chat(vec![message("user", question)], Some(100)) };
+    let request =
+        GenerateRequest { format: Some(OutputFormat::JsonObject), ..chat(vec![message("user", question)], Some(100)) };
     let outcome = run(&replica, request).await;
     assert!(outcome.failed.is_none(), "{:?}", outcome.failed);
     let value: serde_json::Value = serde_json::from_str(&outcome.text)
@@ -542,18 +544,62 @@ async fn json_mode_answers_one_json_object() {
 }
 
 #[tokio::test]
+async fn a_json_schema_shapes_the_answer() {
+    let _lock = MODEL_LOCK.lock().await;
+    let replica = replica(1, 512, generation_config()).await;
+    let schema = serde_json::json!({
+        "type": "object",
+        "properties": {
+            "city": {"type": "string", "enum": ["Paris", "Lyon", "Marseille"]},
+            "population_millions": {"type": "number"},
+            "landmarks": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 3}
+        },
+        "required": ["city", "population_millions", "landmarks"],
+        "additionalProperties": false
+    });
+    let question = "Which city is the capital of France? Give its population and some landmarks.";
+    let request = GenerateRequest {
+        format: Some(OutputFormat::JsonSchema(schema)),
+        ..chat(vec![message("system", "You are a helpful assistant."), message("user", question)], Some(200))
+    };
+    let outcome = run(&replica, request).await;
+    assert!(outcome.failed.is_none(), "{:?}", outcome.failed);
+    let value: serde_json::Value =
+        serde_json::from_str(&outcome.text).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", outcome.text));
+    let keys: Vec<&String> = value.as_object().expect("an object").keys().collect();
+    assert_eq!(keys, ["city", "population_millions", "landmarks"], "{value}");
+    assert!(["Paris", "Lyon", "Marseille"].contains(&value["city"].as_str().unwrap_or_default()), "{value}");
+    assert!(value["population_millions"].is_number(), "{value}");
+    let landmarks = value["landmarks"].as_array().expect("an array");
+    assert!((1..=3).contains(&landmarks.len()) && landmarks.iter().all(|l| l.is_string()), "{value}");
+    assert_eq!(outcome.finished.map(|(reason, _)| reason), Some(FinishReason::Stop));
+
+    let unusable = serde_json::json!({"type": "object", "not": {"required": ["a"]}});
+    let request = GenerateRequest {
+        format: Some(OutputFormat::JsonSchema(unusable)),
+        ..chat(vec![message("user", question)], Some(10))
+    };
+    let outcome = run(&replica, request).await;
+    assert!(
+        matches!(&outcome.failed, Some(ReplicaError::Runtime(RuntimeError::InvalidInput(m))) if m.contains("not")),
+        "a schema that cannot be enforced is the caller's error: {:?}",
+        outcome.failed
+    );
+}
+
+#[tokio::test]
 async fn seeded_sampling_is_reproducible() {
     let _lock = MODEL_LOCK.lock().await;
     let replica = replica(2, 512, generation_config()).await;
     let sampled = |seed| GenerateRequest {
-        prompt: Prompt::Chat(vec![message("user", "Write a short poem about the sea.")]),
+        prompt: Prompt::chat(vec![message("user", "Write a short poem about the sea.")]),
         sampling: SamplingParams { temperature: 0.8, seed: Some(seed), ..SamplingParams::default() },
         max_tokens: Some(24),
         stop: vec![],
         logprobs: None,
         echo: false,
         prompt_logprobs: None,
-        json: false,
+        format: None,
     };
     let first = run(&replica, sampled(7)).await;
     let second = run(&replica, sampled(7)).await;
@@ -731,14 +777,14 @@ async fn speed() {
                     London. The Brandenburg Gate is in Berlin. The Acropolis is in Athens. The Sagrada Familia \
                     is in Barcelona. Now write a long essay about travelling in Europe.";
     let request = || GenerateRequest {
-        prompt: Prompt::Chat(vec![message("user", question)]),
+        prompt: Prompt::chat(vec![message("user", question)]),
         sampling: greedy(),
         max_tokens: Some(128),
         stop: vec![],
         logprobs: None,
         echo: false,
         prompt_logprobs: None,
-        json: false,
+        format: None,
     };
     // Warm-up.
     run(&replica, GenerateRequest { max_tokens: Some(4), ..request() }).await;

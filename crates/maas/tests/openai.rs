@@ -74,7 +74,7 @@ fn run_python_env(script: &str, s: &Server, key: &str, env: &[(&str, &str)]) -> 
 }
 
 const SDK_SCRIPT: &str = r#"
-import json, math, openai
+import json, math, openai, pydantic
 c = openai.OpenAI(max_retries=0)
 out = {}
 out["models"] = sorted(m.id for m in c.models.list())
@@ -142,6 +142,47 @@ jq = [{"role": "user", "content": "What is the capital of France? Answer in JSON
 r = c.chat.completions.create(model="alice/smollm", messages=jq, temperature=0, max_tokens=100, response_format={"type": "json_object"})
 out["json_mode"] = {"content": r.choices[0].message.content, "finish": r.choices[0].finish_reason}
 
+# Structured outputs: a JSON schema, here made by the SDK from a pydantic model and parsed back.
+class Capital(pydantic.BaseModel):
+    country: str
+    capital: str
+    population_millions: float
+sq = [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": "What is the capital of France?"}]
+r = c.chat.completions.parse(model="alice/smollm", messages=sq, temperature=0, max_tokens=80, response_format=Capital)
+out["json_schema"] = {"parsed": r.choices[0].message.parsed.model_dump(), "finish": r.choices[0].finish_reason}
+
+# Tools: a forced call (named, or any of the tools) is written by the grammar, with any model;
+# the call and its result go back in the next turn.
+tools = [{"type": "function", "function": {"name": "get_weather", "description": "The current weather in a city",
+          "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+                         "required": ["city", "unit"], "additionalProperties": False}}},
+         {"type": "function", "function": {"name": "get_time", "description": "The local time in a time zone",
+          "parameters": {"type": "object", "properties": {"timezone": {"type": "string"}}, "required": ["timezone"], "additionalProperties": False}}}]
+wq = [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": "What is the weather like in Paris?"}]
+named = {"type": "function", "function": {"name": "get_weather"}}
+calls = lambda m: [{"name": t.function.name, "arguments": json.loads(t.function.arguments), "id": t.id, "type": t.type} for t in m.tool_calls or []]
+r = c.chat.completions.create(model="alice/smollm", messages=wq, tools=tools, tool_choice=named, temperature=0, max_tokens=60)
+out["tool_named"] = {"content": r.choices[0].message.content, "calls": calls(r.choices[0].message), "finish": r.choices[0].finish_reason}
+first = r.choices[0].message.tool_calls[0]
+r = c.chat.completions.create(model="alice/smollm", messages=wq, tools=tools, tool_choice="required", temperature=0, max_tokens=120)
+out["tool_required"] = {"content": r.choices[0].message.content, "calls": calls(r.choices[0].message), "finish": r.choices[0].finish_reason}
+chunks = list(c.chat.completions.create(model="alice/smollm", messages=wq, tools=tools, tool_choice=named, temperature=0, max_tokens=60, stream=True))
+deltas = [tc for ch in chunks if ch.choices for tc in (ch.choices[0].delta.tool_calls or [])]
+out["tool_stream"] = {"arguments": "".join(tc.function.arguments or "" for tc in deltas), "pieces": len(deltas),
+                      "names": [tc.function.name for tc in deltas if tc.function.name], "ids": [tc.id for tc in deltas if tc.id],
+                      "finish": [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason]}
+chunks = list(c.chat.completions.create(model="alice/smollm", messages=wq, tools=tools, tool_choice="required", temperature=0, max_tokens=120, stream=True))
+deltas = [tc for ch in chunks if ch.choices for tc in (ch.choices[0].delta.tool_calls or [])]
+out["tool_required_stream"] = {"calls": [{"name": tc.function.name, "arguments": json.loads(tc.function.arguments)} for tc in deltas],
+                               "finish": [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason]}
+turn = wq + [{"role": "assistant", "content": None, "tool_calls": [{"id": first.id, "type": "function",
+             "function": {"name": "get_weather", "arguments": first.function.arguments}}]},
+             {"role": "tool", "tool_call_id": first.id, "content": json.dumps({"temperature": 18, "unit": "celsius", "sky": "sunny"})}]
+r = c.chat.completions.create(model="alice/smollm", messages=turn, tools=tools, temperature=0, max_tokens=40)
+out["tool_result"] = {"content": r.choices[0].message.content, "calls": calls(r.choices[0].message), "finish": r.choices[0].finish_reason}
+r = c.chat.completions.create(model="alice/smollm", messages=sq, tools=tools, tool_choice="none", temperature=0)
+out["tool_none"] = {"content": r.choices[0].message.content, "calls": r.choices[0].message.tool_calls}
+
 # Scoring as evaluation harnesses do (lm-eval's local-completions): token ids of a context and a
 # continuation, echo with logprobs, one generated token; the continuation's scores are read back.
 ctx = [1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1, 520, 9531, 198]
@@ -208,8 +249,15 @@ out["errors"] = {
     "top_logprobs_alone": error(lambda: c.chat.completions.create(model="alice/smollm", messages=q, top_logprobs=2)),
     "too_many_logprobs": error(lambda: c.completions.create(model="alice/smollm", prompt="Hi", logprobs=21)),
     "token_outside_vocabulary": error(lambda: c.completions.create(model="alice/smollm", prompt=[1, 999999], max_tokens=1)),
-    "json_schema": error(lambda: c.chat.completions.create(model="alice/smollm", messages=q, response_format={
-        "type": "json_schema", "json_schema": {"name": "city", "schema": {"type": "object"}}})),
+    "unenforceable_schema": error(lambda: c.chat.completions.create(model="alice/smollm", messages=q, response_format={
+        "type": "json_schema", "json_schema": {"name": "city", "schema": {"type": "object", "not": {"required": ["a"]}}}})),
+    "schema_not_an_object": error(lambda: c.chat.completions.create(model="alice/smollm", messages=q, response_format={
+        "type": "json_schema", "json_schema": {"name": "city", "schema": "object"}})),
+    "unknown_tool": error(lambda: c.chat.completions.create(model="alice/smollm", messages=q, tools=tools,
+        tool_choice={"type": "function", "function": {"name": "launch"}})),
+    "tool_choice_without_tools": error(lambda: c.chat.completions.create(model="alice/smollm", messages=q, tool_choice="required")),
+    "forced_call_and_format": error(lambda: c.chat.completions.create(model="alice/smollm", messages=q, tools=tools,
+        tool_choice="required", response_format={"type": "json_object"})),
     "logit_bias_not_an_id": error(lambda: c.chat.completions.create(model="alice/smollm", messages=q, logit_bias={"The": 5})),
     "logit_bias_outside": error(lambda: c.chat.completions.create(model="alice/smollm", messages=q, logit_bias={"999999": 5})),
     "empty_input": error(lambda: c.embeddings.create(model="alice/minilm", input="")),
@@ -283,6 +331,50 @@ async fn the_openai_sdk_gets_chat_completions_and_embeddings() {
     let content: Value = serde_json::from_str(json_mode["content"].as_str().unwrap()).expect("JSON mode gives JSON");
     assert!(content.is_object(), "{json_mode}");
     assert_eq!(json_mode["finish"], "stop", "{json_mode}");
+    // A JSON schema (the SDK's pydantic helper): the answer parses into the model.
+    let structured = &out["json_schema"];
+    assert_eq!(structured["finish"], "stop", "{structured}");
+    assert!(structured["parsed"]["population_millions"].is_number(), "{structured}");
+    assert!(structured["parsed"]["capital"].as_str().unwrap().contains("Paris"), "{structured}");
+    // Tools. A named function: one call of it, arguments matching its schema, `stop` as OpenAI
+    // answers forced calls.
+    let named = &out["tool_named"];
+    assert_eq!((&named["content"], &named["finish"]), (&Value::Null, &json!("stop")), "{named}");
+    let made = &named["calls"][0];
+    assert_eq!((&made["name"], &made["type"]), (&json!("get_weather"), &json!("function")), "{named}");
+    assert!(made["id"].as_str().unwrap().starts_with("call_"), "{named}");
+    assert!(made["arguments"]["city"].as_str().unwrap().contains("Paris"), "{named}");
+    assert!(["celsius", "fahrenheit"].contains(&made["arguments"]["unit"].as_str().unwrap()), "{named}");
+    // `required`: at least one call of the given tools, `tool_calls` as the finish reason.
+    let required = &out["tool_required"];
+    assert_eq!(required["finish"], "tool_calls", "{required}");
+    let made = required["calls"].as_array().unwrap();
+    assert!(!made.is_empty(), "{required}");
+    for one in made {
+        let name = one["name"].as_str().unwrap();
+        assert!(["get_weather", "get_time"].contains(&name), "{required}");
+        assert!(one["arguments"].is_object(), "{required}");
+    }
+    // Streamed: a named call's arguments arrive in pieces (id and name in the first) and add
+    // up to the whole answer's; `required` calls come whole before the finish reason.
+    let stream = &out["tool_stream"];
+    let streamed: Value = serde_json::from_str(stream["arguments"].as_str().unwrap()).expect("arguments are JSON");
+    assert_eq!(streamed, named["calls"][0]["arguments"], "{stream}");
+    assert!(stream["pieces"].as_u64().unwrap() >= 3, "{stream}");
+    assert_eq!((&stream["names"], &stream["finish"]), (&json!(["get_weather"]), &json!(["stop"])), "{stream}");
+    assert_eq!(stream["ids"].as_array().unwrap().len(), 1, "{stream}");
+    let required_stream = &out["tool_required_stream"];
+    let names = |v: &Value| {
+        v.as_array().unwrap().iter().map(|c| (c["name"].clone(), c["arguments"].clone())).collect::<Vec<_>>()
+    };
+    assert_eq!(names(&required_stream["calls"]), names(&required["calls"]), "{required_stream}");
+    assert_eq!(required_stream["finish"], json!(["tool_calls"]), "{required_stream}");
+    // The call and its result go back through the template; the answer is text (`auto`: SmolLM2
+    // writes no `<tool_call>` blocks).
+    let result = &out["tool_result"];
+    assert_eq!((&result["calls"], &result["finish"]), (&json!([]), &json!("stop")), "{result}");
+    assert!(!result["content"].as_str().unwrap().is_empty(), "{result}");
+    assert_eq!(out["tool_none"], json!({ "content": PARIS, "calls": null }), "tool_choice none: tools are not shown");
     // Scoring a continuation: the prompt's tokens scored (the first has nothing before it), the
     // greedy answer greedy all along, and close to what generating it scored (kernels differ
     // with the batch's size: a few hundredths).
@@ -334,11 +426,18 @@ async fn the_openai_sdk_gets_chat_completions_and_embeddings() {
     expect("too_many_logprobs", 400, "invalid_request");
     expect("token_outside_vocabulary", 400, "invalid_request");
     expect("empty_input", 400, "invalid_request");
-    expect("json_schema", 400, "invalid_request");
+    expect("unenforceable_schema", 400, "invalid_request");
+    expect("schema_not_an_object", 400, "invalid_request");
+    expect("unknown_tool", 400, "invalid_request");
+    expect("tool_choice_without_tools", 400, "invalid_request");
+    expect("forced_call_and_format", 400, "invalid_request");
     expect("logit_bias_not_an_id", 400, "invalid_request");
     expect("logit_bias_outside", 400, "invalid_request");
     assert_eq!(errors["logit_bias_not_an_id"]["param"], "logit_bias");
-    assert_eq!(errors["json_schema"]["param"], "response_format");
+    assert_eq!(errors["schema_not_an_object"]["param"], "response_format");
+    assert_eq!(errors["unknown_tool"]["param"], "tool_choice");
+    assert_eq!(errors["tool_choice_without_tools"]["param"], "tool_choice");
+    assert_eq!(errors["forced_call_and_format"]["param"], "response_format");
     expect("bad_key", 401, "invalid_api_key");
     let too_many = &errors["too_many_choices"];
     assert_eq!((&too_many["param"], &too_many["type"]), (&json!("n"), &json!("invalid_request_error")));

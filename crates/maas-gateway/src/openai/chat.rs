@@ -1,5 +1,5 @@
-//! `POST /v1/chat/completions`: messages through the model's chat template, answered whole or
-//! streamed as server-sent events.
+//! `POST /v1/chat/completions`: messages (and tools) through the model's chat template,
+//! answered whole or streamed as server-sent events; tool calls as `tools` describes.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -17,6 +17,7 @@ use utoipa_axum::routes;
 
 use super::choices::Shape;
 use super::generation::{self, Sampling};
+use super::tools::{self, Tools};
 use super::{Routed, route};
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
@@ -38,9 +39,14 @@ pub struct ContentPart {
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct Message {
-    /// `system` (or `developer`), `user`, `assistant`.
+    /// `system` (or `developer`), `user`, `assistant`, `tool`.
     pub role: String,
     pub content: Option<Content>,
+    /// An assistant's calls: `{"id", "type": "function", "function": {"name", "arguments"}}`.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub tool_calls: Option<Vec<Value>>,
+    /// A `tool` message: the id of the call it answers.
+    pub tool_call_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -50,9 +56,17 @@ pub struct ChatRequest {
     pub messages: Vec<Message>,
     #[serde(flatten)]
     pub sampling: Sampling,
-    /// Tools are not supported; a non-empty list is refused.
+    /// Functions the model may call: `{"type": "function", "function": {"name", "description",
+    /// "parameters"}}`, passed to the chat template.
     #[schema(value_type = Option<Vec<Object>>)]
     pub tools: Option<Vec<Value>>,
+    /// `none`, `auto` (the default with tools: Hermes-style `<tool_call>` blocks in the answer
+    /// become calls), `required` (decoding constrained to calls of the tools) or
+    /// `{"type": "function", "function": {"name"}}` (constrained to that function's arguments).
+    #[schema(value_type = Option<Object>)]
+    pub tool_choice: Option<Value>,
+    /// With `required`: whether the answer may call several tools (default true).
+    pub parallel_tool_calls: Option<bool>,
 }
 
 /// The messages as the chat template takes them.
@@ -68,7 +82,7 @@ fn messages(request: &ChatRequest) -> Result<Vec<ChatMessage>, ApiError> {
         .map(|(i, m)| {
             let role = match m.role.as_str() {
                 "developer" => "system",
-                r @ ("system" | "user" | "assistant") => r,
+                r @ ("system" | "user" | "assistant" | "tool") => r,
                 other => return Err(bad(format!("messages[{i}]: role '{other}' is not supported"))),
             };
             let content = match &m.content {
@@ -89,7 +103,14 @@ fn messages(request: &ChatRequest) -> Result<Vec<ChatMessage>, ApiError> {
                     text
                 }
             };
-            Ok(ChatMessage { role: role.to_owned(), content })
+            let tool_calls = match (&m.tool_calls, role) {
+                (Some(calls), "assistant") => tools::calls_for_template(calls),
+                (Some(calls), _) if !calls.is_empty() => {
+                    return Err(bad(format!("messages[{i}]: only assistant messages carry tool_calls")));
+                }
+                _ => Vec::new(),
+            };
+            Ok(ChatMessage { tool_calls, tool_call_id: m.tool_call_id.clone(), ..ChatMessage::new(role, content) })
         })
         .collect()
 }
@@ -113,21 +134,28 @@ async fn chat_completions(
         Routed::Forwarded(response) => return Ok(response),
     };
     match generate_requests(&request) {
-        Ok(generate) => {
+        Ok((generate, tools)) => {
             let logprobs = generate.iter().any(|r| r.logprobs.is_some());
-            let shape = Shape::new(true, logprobs, endpoint.full_name());
+            let shape = Shape::new(true, logprobs, endpoint.full_name()).with_tools(tools);
             generation::respond(&state.controller, &endpoint, generate, shape, &request.sampling, call).await
         }
         Err(e) => Err(call.fail(e).await),
     }
 }
 
-/// The generations a chat request asks for: `n` answers to its messages.
-fn generate_requests(request: &ChatRequest) -> Result<Vec<GenerateRequest>, ApiError> {
-    if request.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-        return Err(ApiError::new(ErrorCode::InvalidRequest, "tools are not supported").with_param("tools"));
-    }
-    request.sampling.requests(vec![Prompt::Chat(messages(request)?)], None, true)
+/// The generations a chat request asks for (`n` answers to its messages), and its tools.
+fn generate_requests(request: &ChatRequest) -> Result<(Vec<GenerateRequest>, Option<Tools>), ApiError> {
+    let tools = Tools::parse(
+        request.tools.as_deref().unwrap_or_default(),
+        request.tool_choice.as_ref(),
+        request.parallel_tool_calls,
+    )?;
+    let prompt = Prompt::Chat {
+        messages: messages(request)?,
+        tools: tools.as_ref().map(Tools::for_template).unwrap_or_default(),
+    };
+    let forced = tools.as_ref().and_then(Tools::forced_format);
+    Ok((request.sampling.requests(vec![prompt], None, true, forced)?, tools))
 }
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -1,12 +1,15 @@
 //! The response shapes of chat and text completions: whole answers and streamed chunks with
 //! any number of choices, and OpenAI's two `logprobs` layouts (chat's `content` list, text
 //! completions' parallel `tokens`/`token_logprobs`/`top_logprobs`/`text_offset` lists, which
-//! with `echo` start with the prompt's tokens).
+//! with `echo` start with the prompt's tokens), and chat answers that call tools.
+
+use std::sync::Arc;
 
 use maas_runtime::generate::{FinishReason, Logprobs, PromptToken, TokenLogprob};
 use serde_json::{Map, Value, json};
 
 use super::generation::Usage;
+use super::tools::{ToolCall, ToolChoice, Tools};
 
 /// OpenAI's floor for log-probabilities: JSON has no -inf.
 const LOGPROB_FLOOR: f32 = -9999.0;
@@ -33,6 +36,17 @@ pub struct Shape {
     pub id: String,
     pub model: String,
     pub created: i64,
+    /// A chat request's tools: answers are read for calls.
+    pub tools: Option<Arc<Tools>>,
+}
+
+/// A streamed chat choice's answer when tools may be called: the text so far, how much of it
+/// went out as content, and the call being streamed (a named function's arguments).
+#[derive(Debug, Default)]
+pub struct Held {
+    text: String,
+    sent: usize,
+    call: Option<ToolCall>,
 }
 
 fn reason(r: FinishReason) -> &'static str {
@@ -54,7 +68,29 @@ impl Shape {
     pub fn new(chat: bool, logprobs: bool, model: String) -> Shape {
         let prefix = if chat { "chatcmpl" } else { "cmpl" };
         let id = format!("{prefix}-{}", uuid::Uuid::new_v4().simple());
-        Shape { chat, logprobs, echo: Vec::new(), id, model, created: super::unix_now() }
+        Shape { chat, logprobs, echo: Vec::new(), id, model, created: super::unix_now(), tools: None }
+    }
+
+    /// Answers are read for calls of `tools` (unless `tool_choice` is `none`).
+    pub fn with_tools(self, tools: Option<Tools>) -> Shape {
+        let tools = tools.filter(|t| t.choice != ToolChoice::None).map(Arc::new);
+        Shape { tools, ..self }
+    }
+
+    /// A whole chat answer's `message` and finish reason: text, or the tool calls read from it.
+    fn message(&self, text: &str, finish: Option<FinishReason>) -> (Value, Option<&'static str>) {
+        let plain = (json!({ "role": "assistant", "content": text }), finish.map(reason));
+        let Some(tools) = self.tools.as_deref() else { return plain };
+        let reading = tools.read(text);
+        if reading.calls.is_empty() {
+            return plain;
+        }
+        let calls: Vec<Value> = reading.calls.iter().map(ToolCall::json).collect();
+        let finish = match finish {
+            Some(FinishReason::Stop) if tools.finish_as_tool_calls() => Some("tool_calls"),
+            other => other.map(reason),
+        };
+        (json!({ "role": "assistant", "content": reading.content, "tool_calls": calls }), finish)
     }
 
     /// Choice `i`'s text starts with its prompt, `echo[i]` (or its tokens spelled out when
@@ -82,8 +118,8 @@ impl Shape {
                 let prompt = c.prompt.as_deref().unwrap_or_default();
                 let logprobs = self.logprobs_json(prompt, &c.logprobs, &mut 0);
                 if self.chat {
-                    json!({ "index": index, "message": { "role": "assistant", "content": c.text },
-                            "finish_reason": finish_reason, "logprobs": logprobs })
+                    let (message, finish_reason) = self.message(&c.text, c.finish);
+                    json!({ "index": index, "message": message, "finish_reason": finish_reason, "logprobs": logprobs })
                 } else {
                     let echoed = if c.prompt.is_some() { self.echoed(index, prompt) } else { String::new() };
                     let text = format!("{echoed}{}", c.text);
@@ -122,6 +158,78 @@ impl Shape {
         } else {
             json!({ "index": index, "text": text, "finish_reason": null, "logprobs": logprobs })
         };
+        self.envelope(json!([choice]), None)
+    }
+
+    /// The chunks of new text of choice `index` of a stream (`offset` as for
+    /// [`Shape::delta`]); with tools, what may be part of a call is held back in `held`, and a
+    /// named function's arguments go out as they come.
+    pub fn stream_delta(
+        &self,
+        index: usize,
+        text: &str,
+        logprobs: &[Logprobs],
+        offset: &mut usize,
+        held: &mut Held,
+    ) -> Vec<Value> {
+        let Some(tools) = self.tools.as_deref() else {
+            let any = !text.is_empty() || !logprobs.is_empty();
+            return if any { vec![self.delta(index, text, logprobs, offset)] } else { Vec::new() };
+        };
+        held.text.push_str(text);
+        if let ToolChoice::Named(name) = &tools.choice {
+            if text.is_empty() {
+                return Vec::new();
+            }
+            held.sent = held.text.len();
+            let call = match &held.call {
+                // The first piece opens the call: its id, type and name.
+                None => held.call.insert(ToolCall::new(name.clone(), text.to_owned())).delta_json(0),
+                Some(_) => json!({ "index": 0, "function": { "arguments": text } }),
+            };
+            return vec![self.tool_call_chunk(index, vec![call])];
+        }
+        let ready = tools.streamable(&held.text);
+        if ready <= held.sent {
+            return Vec::new();
+        }
+        let content = held.text[held.sent..ready].to_owned();
+        held.sent = ready;
+        vec![self.delta(index, &content, logprobs, offset)]
+    }
+
+    /// The chunks that end choice `index` of a stream: with tools, the calls read from what was
+    /// held back (or the held text as content), then the finish reason.
+    pub fn stream_finished(&self, index: usize, finish: FinishReason, held: &mut Held) -> Vec<Value> {
+        let Some(tools) = self.tools.as_deref() else { return vec![self.finished(index, finish)] };
+        let mut chunks = Vec::new();
+        let mut finish_reason = reason(finish);
+        if held.call.is_none() && held.sent < held.text.len() {
+            let reading = tools.read(&held.text[held.sent..]);
+            if let Some(content) = reading.content.filter(|c| !c.is_empty()) {
+                chunks.push(self.delta(index, &content, &[], &mut 0));
+            }
+            if !reading.calls.is_empty() {
+                chunks.push(
+                    self.tool_call_chunk(
+                        index,
+                        reading.calls.iter().enumerate().map(|(i, c)| c.delta_json(i)).collect(),
+                    ),
+                );
+                if finish == FinishReason::Stop && tools.finish_as_tool_calls() {
+                    finish_reason = "tool_calls";
+                }
+            }
+            held.sent = held.text.len();
+        }
+        let choice = json!({ "index": index, "delta": {}, "finish_reason": finish_reason, "logprobs": null });
+        chunks.push(self.envelope(json!([choice]), None));
+        chunks
+    }
+
+    fn tool_call_chunk(&self, index: usize, calls: Vec<Value>) -> Value {
+        let choice =
+            json!({ "index": index, "delta": { "tool_calls": calls }, "finish_reason": null, "logprobs": null });
         self.envelope(json!([choice]), None)
     }
 
@@ -216,6 +324,69 @@ mod tests {
         assert_eq!(content[1]["bytes"], json!([195, 169]));
         let plain = Shape::new(true, false, "a/m".into());
         assert_eq!(plain.answer(&[Choice::default()], Usage::default())["choices"][0]["logprobs"], Value::Null);
+    }
+
+    fn weather_tools(choice: Value) -> Option<Tools> {
+        let tools = [json!({"type": "function", "function": {"name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}})];
+        Tools::parse(&tools, Some(&choice), None).unwrap()
+    }
+
+    #[test]
+    fn a_stream_holds_back_what_becomes_a_tool_call() {
+        let shape = Shape::new(true, false, "a/m".into()).with_tools(weather_tools(json!("auto")));
+        let mut held = Held::default();
+        let mut chunks = Vec::new();
+        for piece in [
+            "Sure. <tool",
+            "_call>\n{\"name\": \"get_weather\", ",
+            "\"arguments\": {\"city\": \"Paris\"}}\n</tool_call>",
+        ] {
+            chunks.extend(shape.stream_delta(0, piece, &[], &mut 0, &mut held));
+        }
+        assert_eq!(chunks.len(), 1, "only the text before the call: {chunks:?}");
+        assert_eq!(chunks[0]["choices"][0]["delta"]["content"], "Sure. ");
+        let end = shape.stream_finished(0, FinishReason::Stop, &mut held);
+        assert_eq!(end.len(), 2, "{end:?}");
+        let call = &end[0]["choices"][0]["delta"]["tool_calls"][0];
+        assert_eq!((&call["index"], &call["function"]["name"]), (&json!(0), &json!("get_weather")));
+        assert_eq!(call["function"]["arguments"], r#"{"city":"Paris"}"#);
+        assert_eq!(end[1]["choices"][0]["finish_reason"], "tool_calls");
+
+        // Text that only looked like the start of a call goes out at the end.
+        let mut held = Held::default();
+        let sent = shape.stream_delta(0, "1 <", &[], &mut 0, &mut held);
+        assert_eq!(sent[0]["choices"][0]["delta"]["content"], "1 ");
+        let end = shape.stream_finished(0, FinishReason::Length, &mut held);
+        assert_eq!(end[0]["choices"][0]["delta"]["content"], "<");
+        assert_eq!(end[1]["choices"][0]["finish_reason"], "length");
+    }
+
+    #[test]
+    fn a_named_call_streams_its_arguments_and_answers_whole_with_stop() {
+        let choice = json!({"type": "function", "function": {"name": "get_weather"}});
+        let shape = Shape::new(true, false, "a/m".into()).with_tools(weather_tools(choice));
+        let mut held = Held::default();
+        let first = shape.stream_delta(0, "{\"city\": ", &[], &mut 0, &mut held);
+        let next = shape.stream_delta(0, "\"Paris\"}", &[], &mut 0, &mut held);
+        let opened = &first[0]["choices"][0]["delta"]["tool_calls"][0];
+        assert_eq!((&opened["type"], &opened["function"]["name"]), (&json!("function"), &json!("get_weather")));
+        assert!(opened["id"].as_str().unwrap().starts_with("call_"));
+        let more = &next[0]["choices"][0]["delta"]["tool_calls"][0];
+        assert_eq!(more, &json!({"index": 0, "function": {"arguments": "\"Paris\"}"}}), "no id or name again");
+        let end = shape.stream_finished(0, FinishReason::Stop, &mut held);
+        assert_eq!(end.len(), 1);
+        assert_eq!(end[0]["choices"][0]["finish_reason"], "stop");
+
+        let whole = shape.answer(
+            &[Choice { text: r#"{"city": "Paris"}"#.into(), finish: Some(FinishReason::Stop), ..Choice::default() }],
+            Usage::default(),
+        );
+        let message = &whole["choices"][0]["message"];
+        assert_eq!(message["content"], Value::Null);
+        assert_eq!(message["tool_calls"][0]["function"]["arguments"], r#"{"city": "Paris"}"#);
+        assert!(message["tool_calls"][0].get("index").is_none(), "a message's calls have no index");
+        assert_eq!(whole["choices"][0]["finish_reason"], "stop");
     }
 
     #[test]

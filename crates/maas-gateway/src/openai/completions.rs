@@ -80,7 +80,7 @@ async fn completions(
 fn prompt_text(prompt: &Prompt) -> &str {
     match prompt {
         Prompt::Text(text) => text,
-        Prompt::Chat(_) | Prompt::Tokens(_) => "",
+        Prompt::Chat { .. } | Prompt::Tokens(_) => "",
     }
 }
 
@@ -98,7 +98,7 @@ fn generate_requests(request: &CompletionRequest) -> Result<Vec<GenerateRequest>
         }
         PromptIn::ManyTokens(v) => v.iter().map(|t| Prompt::Tokens(t.clone())).collect(),
     };
-    let mut requests = request.sampling.requests(prompts, Some(DEFAULT_MAX_TOKENS), false)?;
+    let mut requests = request.sampling.requests(prompts, Some(DEFAULT_MAX_TOKENS), false, None)?;
     for r in &mut requests {
         r.echo = request.echo;
         r.prompt_logprobs = if request.echo { r.logprobs } else { None };

@@ -12,12 +12,13 @@ use maas_controller::routing::Generation;
 use maas_controller::{Controller, Endpoint};
 use maas_core::ErrorCode;
 use maas_runtime::generate::sampler::SamplingParams;
+use maas_runtime::generate::structured::OutputFormat;
 use maas_runtime::generate::{GenerateRequest, GenerationEvent, MAX_TOP_LOGPROBS, Prompt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
-use super::choices::{Choice, Shape};
+use super::choices::{Choice, Held, Shape};
 use crate::error::ApiError;
 use crate::metering::{Metered, Outcome};
 
@@ -66,8 +67,10 @@ pub struct Sampling {
     /// Chat: how many of the most likely tokens to list at each position (0 to 20; needs
     /// `logprobs: true`).
     pub top_logprobs: Option<usize>,
-    /// `{"type": "text"}` (the default) or `{"type": "json_object"}`: JSON mode, the output is
-    /// one JSON object (decoding is constrained to it). `json_schema` is refused.
+    /// `{"type": "text"}` (the default), `{"type": "json_object"}` (JSON mode: the output is one
+    /// JSON object) or `{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}`
+    /// (the output matches the schema). Decoding is constrained, so the output always parses;
+    /// schema keywords that cannot be enforced are refused.
     #[schema(value_type = Option<Object>)]
     pub response_format: Option<Value>,
     /// Token id (as a string) → bias added to its logit, -100 to 100.
@@ -83,12 +86,14 @@ pub const MAX_CHOICES: usize = 64;
 impl Sampling {
     /// The generations a request asks for: `n` choices of each prompt, in that order (choice
     /// `i` of prompt `p` has index `p·n + i`). `chat` says which `logprobs` form applies;
+    /// `forced` is the output format a forced tool call needs (it excludes `response_format`);
     /// unsupported or out-of-range options are refused with the field named.
     pub fn requests(
         &self,
         prompts: Vec<Prompt>,
         default_max_tokens: Option<usize>,
         chat: bool,
+        forced: Option<OutputFormat>,
     ) -> Result<Vec<GenerateRequest>, ApiError> {
         let bad = |param: &str, message: String| ApiError::new(ErrorCode::InvalidRequest, message).with_param(param);
         let n = self.n.unwrap_or(1);
@@ -96,7 +101,15 @@ impl Sampling {
             return Err(bad("n", format!("n must be at least 1, with at most {MAX_CHOICES} choices per request")));
         }
         let logprobs = self.logprobs(chat)?;
-        let json = self.json_mode()?;
+        let format = match (forced, self.output_format()?) {
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    "response_format",
+                    "response_format cannot be combined with a forced tool call".into(),
+                ));
+            }
+            (forced, asked) => forced.or(asked),
+        };
         let defaults = SamplingParams::default();
         let params = SamplingParams {
             temperature: self.temperature.unwrap_or(defaults.temperature),
@@ -132,7 +145,7 @@ impl Sampling {
                     logprobs,
                     echo: false,
                     prompt_logprobs: None,
-                    json,
+                    format: format.clone(),
                 });
             }
         }
@@ -183,17 +196,26 @@ impl Sampling {
             .collect()
     }
 
-    /// Whether `response_format` asks for JSON mode.
-    fn json_mode(&self) -> Result<bool, ApiError> {
+    /// The output format `response_format` asks for, if any.
+    fn output_format(&self) -> Result<Option<OutputFormat>, ApiError> {
         let bad = |message: &str| ApiError::new(ErrorCode::InvalidRequest, message).with_param("response_format");
-        let Some(format) = &self.response_format else { return Ok(false) };
+        let Some(format) = &self.response_format else { return Ok(None) };
         match format.get("type").and_then(Value::as_str) {
-            Some("text") => Ok(false),
-            Some("json_object") => Ok(true),
+            Some("text") => Ok(None),
+            Some("json_object") => Ok(Some(OutputFormat::JsonObject)),
             Some("json_schema") => {
-                Err(bad("response_format json_schema is not supported; json_object gives one JSON object"))
+                let Some(spec) = format.get("json_schema").filter(|s| s.is_object()) else {
+                    return Err(bad("response_format.json_schema must be an object with the schema"));
+                };
+                match spec.get("schema") {
+                    // OpenAI's `schema` is optional: any JSON value then.
+                    None | Some(Value::Null) => Ok(Some(OutputFormat::JsonSchema(json!({})))),
+                    Some(Value::Bool(true)) => Ok(Some(OutputFormat::JsonSchema(json!({})))),
+                    Some(schema @ Value::Object(_)) => Ok(Some(OutputFormat::JsonSchema(schema.clone()))),
+                    Some(_) => Err(bad("response_format.json_schema.schema must be a JSON Schema object")),
+                }
             }
-            _ => Err(bad("response_format.type must be text or json_object")),
+            _ => Err(bad("response_format.type must be text, json_object or json_schema")),
         }
     }
 
@@ -376,9 +398,11 @@ fn stream(
         meter: UsageMeter,
         shape: Shape,
         include_usage: bool,
-        /// Per choice: completion tokens seen in deltas, characters of text sent.
+        /// Per choice: completion tokens seen in deltas, characters of text sent, text held
+        /// back while it may be a tool call.
         completion: Vec<usize>,
         offsets: Vec<usize>,
+        held: Vec<Held>,
         open: usize,
         done: bool,
         pending: std::collections::VecDeque<Event>,
@@ -399,6 +423,7 @@ fn stream(
         include_usage,
         completion: vec![0; count],
         offsets: vec![0; count],
+        held: (0..count).map(|_| Held::default()).collect(),
         open: count,
         done: false,
         pending: Default::default(),
@@ -421,16 +446,16 @@ fn stream(
                 Some((i, GenerationEvent::Delta { text, tokens, logprobs })) => {
                     st.meter.completion_tokens += tokens;
                     st.completion[i] += tokens;
-                    if !text.is_empty() || !logprobs.is_empty() {
-                        let v = st.shape.delta(i, &text, &logprobs, &mut st.offsets[i]);
+                    for v in st.shape.stream_delta(i, &text, &logprobs, &mut st.offsets[i], &mut st.held[i]) {
                         st.push(v);
                     }
                 }
                 Some((i, GenerationEvent::Finished { reason, usage })) => {
                     st.meter.completion_tokens +=
                         usage.completion_tokens - st.completion[i].min(usage.completion_tokens);
-                    let v = st.shape.finished(i, reason);
-                    st.push(v);
+                    for v in st.shape.stream_finished(i, reason, &mut st.held[i]) {
+                        st.push(v);
+                    }
                     st.open -= 1;
                     if st.open > 0 {
                         continue;

@@ -13,6 +13,7 @@ pub mod completions;
 pub mod embeddings;
 pub mod generation;
 pub mod models;
+pub mod tools;
 pub mod upstream;
 
 use std::sync::Arc;

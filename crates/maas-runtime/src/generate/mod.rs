@@ -8,7 +8,8 @@
 //!   network is `decoder` (all slots' chunks in one forward pass).
 //! - [`template`]: chat templates from the model's files, rendered with minijinja.
 //! - [`sampler`]: temperature, top-k, top-p, penalties and seeds over one logits row.
-//! - [`json_mode`]: decoding constrained to one JSON object (`response_format`).
+//! - [`structured`]: decoding constrained to JSON or a JSON Schema (`response_format`, forced
+//!   tool calls), through llguidance.
 //! - [`text`]: turning token pieces back into UTF-8 text, and stop sequences.
 //! - [`scheduler`]: a [`GenerationReplica`]: one engine on its own thread; requests join and
 //!   leave the running batch between decode steps; tokens stream back through a channel.
@@ -19,10 +20,10 @@
 pub mod candle_lm;
 mod decoder;
 pub mod engine;
-pub mod json_mode;
 pub mod llama_cpp;
 pub mod sampler;
 pub mod scheduler;
+pub mod structured;
 pub mod template;
 pub mod text;
 
@@ -35,10 +36,18 @@ use serde::Serialize;
 pub enum Prompt {
     /// Plain text, tokenized as is (the `completions` API).
     Text(String),
-    /// Messages rendered through the model's chat template with the generation prompt added.
-    Chat(Vec<template::ChatMessage>),
+    /// Messages rendered through the model's chat template with the generation prompt added,
+    /// and the tools the model may call (OpenAI's `tools` list, passed to the template).
+    Chat { messages: Vec<template::ChatMessage>, tools: Vec<serde_json::Value> },
     /// Token ids, fed as they are (no BOS added), as evaluation harnesses send them.
     Tokens(Vec<u32>),
+}
+
+impl Prompt {
+    /// A conversation without tools.
+    pub fn chat(messages: Vec<template::ChatMessage>) -> Prompt {
+        Prompt::Chat { messages, tools: Vec::new() }
+    }
 }
 
 /// One generation request.
@@ -60,8 +69,8 @@ pub struct GenerateRequest {
     /// many of the most likely tokens at its position (0..=[`MAX_TOP_LOGPROBS`]). The engine
     /// then computes the logits of every prompt position, not only the last.
     pub prompt_logprobs: Option<usize>,
-    /// Constrain the output to one JSON object (`response_format: json_object`).
-    pub json: bool,
+    /// Constrain the output to JSON: one object, or a value matching a schema.
+    pub format: Option<structured::OutputFormat>,
 }
 
 /// The most alternatives [`GenerateRequest::logprobs`] may ask for (OpenAI's limit).

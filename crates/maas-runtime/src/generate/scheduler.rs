@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use super::engine::{LmEngine, LmInfo, SeqChunk};
-use super::json_mode::{JsonConstraint, Vocabulary};
 use super::sampler::{Sampler, log_probabilities};
+use super::structured::{Grammars, OutputConstraint, OutputFormat};
 use super::template::ChatTemplate;
 use super::text::TextStream;
 use super::{
@@ -234,8 +234,8 @@ struct Sequence {
     /// the prompt tokens scored so far (from the second on: the first has nothing before it).
     prompt_logprobs: Option<usize>,
     prompt_scores: Vec<Logprobs>,
-    /// JSON mode: what the output may continue with.
-    json: Option<JsonConstraint>,
+    /// Structured output: what the answer may continue with.
+    constraint: Option<OutputConstraint>,
     completion_tokens: usize,
     /// Tokens generated since the last `Delta` sent, and their log-probabilities if asked.
     unsent_tokens: usize,
@@ -287,8 +287,8 @@ struct Serving {
     /// The model's chat template (or the error that building it gave).
     template: Result<ChatTemplate, RuntimeError>,
     running: Vec<Sequence>,
-    /// The vocabulary as JSON mode reads it, made the first time JSON mode is asked for.
-    vocabulary: Option<Arc<Vocabulary>>,
+    /// The vocabulary indexed for structured outputs, made the first time one is asked for.
+    grammars: Option<Grammars>,
     /// Taken lowest first, which keeps running slots together (see `llama_cpp`).
     free_slots: BTreeSet<usize>,
     waiting: VecDeque<Job>,
@@ -389,7 +389,7 @@ impl Serving {
             tracing::warn!(error = %e, "chat requests will fail");
         }
         let free_slots = (0..info.max_sequences).collect();
-        Serving { engine, info, template, running: Vec::new(), vocabulary: None, free_slots, waiting: VecDeque::new() }
+        Serving { engine, info, template, running: Vec::new(), grammars: None, free_slots, waiting: VecDeque::new() }
     }
 
     /// Drops waiting requests whose receiver is gone, and fails those that waited too long.
@@ -422,7 +422,8 @@ impl Serving {
             }
             let bias_ids = job.request.sampling.logit_bias.iter().map(|&(token, _)| token);
             let checked = self.check_ids("logit_bias", bias_ids).and_then(|()| self.prompt_tokens(&job.request.prompt));
-            let prompt = match checked {
+            let checked = checked.and_then(|prompt| Ok((prompt, self.constraint(job.request.format.as_ref())?)));
+            let (prompt, constraint) = match checked {
                 Ok(prompt) => prompt,
                 Err(e) => {
                     let _ = job.events.send(GenerationEvent::Failed(ReplicaError::Runtime(e)));
@@ -430,7 +431,6 @@ impl Serving {
                 }
             };
             let Some(slot) = self.free_slots.pop_first() else { return };
-            let json = job.request.json.then(|| JsonConstraint::new(self.vocabulary(), self.info.eos_tokens.clone()));
             // Counted before `Started`, so that whoever hears of it sees it running.
             shared.running.store(self.running.len() + 1, Ordering::Relaxed);
             if job.events.send(GenerationEvent::Started { prompt_tokens: prompt.len() }).is_err() {
@@ -451,7 +451,7 @@ impl Serving {
                 echo: job.request.echo || job.request.prompt_logprobs.is_some(),
                 prompt_logprobs: job.request.prompt_logprobs,
                 prompt_scores: Vec::new(),
-                json,
+                constraint,
                 completion_tokens: 0,
                 unsent_tokens: 0,
                 unsent_logprobs: Vec::new(),
@@ -460,10 +460,14 @@ impl Serving {
         }
     }
 
-    /// The vocabulary for JSON mode (read from the engine once).
-    fn vocabulary(&mut self) -> Arc<Vocabulary> {
-        let engine = self.engine.as_ref();
-        Arc::clone(self.vocabulary.get_or_insert_with(|| Arc::new(Vocabulary::of(engine))))
+    /// The structured-output constraint a request asks for, if any (the vocabulary is indexed
+    /// on first use).
+    fn constraint(&mut self, format: Option<&OutputFormat>) -> Result<Option<OutputConstraint>, RuntimeError> {
+        let Some(format) = format else { return Ok(None) };
+        if self.grammars.is_none() {
+            self.grammars = Some(Grammars::of(self.engine.as_ref())?);
+        }
+        self.grammars.as_ref().map(|grammars| grammars.constrain(format)).transpose()
     }
 
     /// Refuses token ids the model does not have (`what` names where they came from).
@@ -481,9 +485,9 @@ impl Serving {
     fn prompt_tokens(&self, prompt: &Prompt) -> Result<Vec<u32>, RuntimeError> {
         let tokens = match prompt {
             Prompt::Text(text) => self.engine.tokenize(text, true)?,
-            Prompt::Chat(messages) => {
+            Prompt::Chat { messages, tools } => {
                 let template = self.template.as_ref().map_err(Clone::clone)?;
-                let rendered = template.render(messages, true)?;
+                let rendered = template.render_with_tools(messages, tools, true)?;
                 self.engine.tokenize(&rendered, true)?
             }
             Prompt::Tokens(tokens) => {
@@ -615,12 +619,12 @@ fn advance(sequence: &mut Sequence, n: usize, logits: &mut [f32], engine: &dyn L
     }
     // The raw row, before the sampler reshapes it, when log-probabilities are asked for.
     let raw = sequence.logprobs.map(|_| logits.to_vec());
-    if let Some(json) = &sequence.json {
-        json.mask(logits);
+    if let Some(constraint) = &mut sequence.constraint {
+        constraint.mask(logits);
     }
     let token = sequence.sampler.sample(logits);
-    if let Some(json) = &mut sequence.json {
-        json.accept(token);
+    if let Some(constraint) = &mut sequence.constraint {
+        constraint.accept(token);
     }
     sequence.completion_tokens += 1;
     sequence.unsent_tokens += 1;

@@ -19,11 +19,24 @@ use crate::RuntimeError;
 /// The name the template is registered under in its environment.
 const TEMPLATE_NAME: &str = "chat";
 
-/// One message of a conversation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+/// One message of a conversation. Assistant messages may carry the tool calls they made
+/// (`{"id", "type": "function", "function": {"name", "arguments"}}`, the arguments an object as
+/// `transformers`' templates expect), and `tool` messages the id of the call they answer.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct ChatMessage {
     pub role: String,
     pub content: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+}
+
+impl ChatMessage {
+    /// A plain message: a role and its text.
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> ChatMessage {
+        ChatMessage { role: role.into(), content: content.into(), tool_calls: Vec::new(), tool_call_id: None }
+    }
 }
 
 /// A compiled chat template: turns messages into the prompt text the model was trained on.
@@ -60,7 +73,7 @@ impl fmt::Debug for ChatTemplate {
 struct RenderContext<'a> {
     messages: &'a [ChatMessage],
     add_generation_prompt: bool,
-    tools: Option<()>,
+    tools: Option<&'a [serde_json::Value]>,
     documents: Option<()>,
     #[serde(skip_serializing_if = "Option::is_none")]
     bos_token: Option<&'a str>,
@@ -98,6 +111,18 @@ impl ChatTemplate {
     /// when `add_generation_prompt` is set. A template that refuses the messages (through
     /// `raise_exception`) or fails otherwise -> [`RuntimeError::InvalidInput`].
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String, RuntimeError> {
+        self.render_with_tools(messages, &[], add_generation_prompt)
+    }
+
+    /// [`ChatTemplate::render`] with the tools the model may call (OpenAI's `tools` list, as
+    /// `transformers` passes it: `None` when there are none). Templates that do not read
+    /// `tools` leave them out; plain ChatML has no place for them.
+    pub fn render_with_tools(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[serde_json::Value],
+        add_generation_prompt: bool,
+    ) -> Result<String, RuntimeError> {
         let env = match &self.kind {
             Kind::ChatMl => return Ok(render_chatml(messages, add_generation_prompt)),
             Kind::Jinja(env) => env,
@@ -105,7 +130,7 @@ impl ChatTemplate {
         let context = RenderContext {
             messages,
             add_generation_prompt,
-            tools: None,
+            tools: (!tools.is_empty()).then_some(tools),
             documents: None,
             bos_token: self.bos_token.as_deref(),
             eos_token: self.eos_token.as_deref(),
@@ -116,7 +141,8 @@ impl ChatTemplate {
     }
 }
 
-/// ChatML without a template engine (what [`ChatTemplate::chatml`] renders).
+/// ChatML without a template engine (what [`ChatTemplate::chatml`] renders); an assistant's
+/// tool calls follow its text as Hermes' `<tool_call>` blocks.
 fn render_chatml(messages: &[ChatMessage], add_generation_prompt: bool) -> String {
     let mut out = String::new();
     for message in messages {
@@ -124,6 +150,11 @@ fn render_chatml(messages: &[ChatMessage], add_generation_prompt: bool) -> Strin
         out.push_str(&message.role);
         out.push('\n');
         out.push_str(&message.content);
+        for call in &message.tool_calls {
+            let function = &call["function"];
+            let call = serde_json::json!({ "name": function["name"], "arguments": function["arguments"] });
+            out.push_str(&format!("\n<tool_call>\n{call}\n</tool_call>"));
+        }
         out.push_str("<|im_end|>\n");
     }
     if add_generation_prompt {
@@ -488,7 +519,7 @@ mod tests {
 "#;
 
     fn msg(role: &str, content: &str) -> ChatMessage {
-        ChatMessage { role: role.to_owned(), content: content.to_owned() }
+        ChatMessage::new(role, content)
     }
 
     fn models_dir() -> PathBuf {

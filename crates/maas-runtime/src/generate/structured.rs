@@ -1,0 +1,227 @@
+//! Structured outputs: decoding constrained to JSON — one JSON object (`response_format:
+//! json_object`), a value matching a JSON Schema (`json_schema`, forced tool calls) — through
+//! llguidance, the grammar engine vLLM, SGLang and llama.cpp use.
+//!
+//! [`Grammars`] indexes a replica's vocabulary once (a byte trie over every token; tokens
+//! without text, such as `<|im_end|>`, can never be part of the JSON). Each constrained
+//! sequence gets an [`OutputConstraint`]: before its next token is sampled,
+//! [`OutputConstraint::mask`] sets the logits of every token that cannot continue a valid
+//! answer to -inf, and the end of sequence is allowed only once the answer is complete.
+//!
+//! The JSON is written in one layout (`{"a": 1, "b": [2, 3]}`: a space after `:` and `,`, no
+//! other whitespace), so that a model cannot pad an answer with whitespace until it runs out
+//! of tokens. Schema keywords llguidance does not enforce are refused, not ignored.
+
+use llguidance::api::TopLevelGrammar;
+use llguidance::toktrie::{ApproximateTokEnv, TokEnv, TokRxInfo, TokTrie};
+use llguidance::{Matcher, ParserFactory};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+use super::LmEngine;
+use crate::RuntimeError;
+
+/// What the output must be.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutputFormat {
+    /// One JSON object, any keys (`response_format: {"type": "json_object"}`).
+    JsonObject,
+    /// A JSON value matching this schema (`json_schema`, or a tool's parameters).
+    JsonSchema(Value),
+}
+
+impl OutputFormat {
+    /// The schema llguidance compiles, with the layout options added (unless the caller gave
+    /// llguidance's own `x-guidance` options).
+    fn schema(&self) -> Value {
+        let mut schema = match self {
+            OutputFormat::JsonObject => json!({"type": "object"}),
+            OutputFormat::JsonSchema(schema) => schema.clone(),
+        };
+        if let Value::Object(map) = &mut schema {
+            map.entry("x-guidance").or_insert_with(
+                || json!({"whitespace_flexible": false, "key_separator": ": ", "item_separator": ", "}),
+            );
+        }
+        schema
+    }
+}
+
+/// A replica's vocabulary, indexed for constrained decoding. Made once, on first use.
+pub struct Grammars {
+    factory: ParserFactory,
+    eos_tokens: Vec<u32>,
+    /// The end of sequence as llguidance knows it (the first of `eos_tokens`).
+    eos: u32,
+}
+
+impl std::fmt::Debug for Grammars {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grammars").field("eos_tokens", &self.eos_tokens).finish_non_exhaustive()
+    }
+}
+
+impl Grammars {
+    /// Indexes every token of `engine`'s model.
+    pub fn of(engine: &dyn LmEngine) -> Result<Grammars, RuntimeError> {
+        let info = engine.info();
+        let pieces = (0..info.vocab_size as u32).map(|t| engine.token_bytes(t)).collect();
+        Grammars::new(pieces, info.eos_tokens.clone())
+    }
+
+    /// Indexes `pieces` (each token's bytes by id); `eos_tokens` end a sequence.
+    pub fn new(mut pieces: Vec<Vec<u8>>, eos_tokens: Vec<u32>) -> Result<Grammars, RuntimeError> {
+        let unusable = |e: String| RuntimeError::Inference(format!("structured outputs: {e}"));
+        let eos = *eos_tokens.first().ok_or_else(|| unusable("the model names no end-of-sequence token".into()))?;
+        // The end of sequence is a special token (the marker byte first): no JSON contains it.
+        for &token in &eos_tokens {
+            if let Some(piece) = pieces.get_mut(token as usize) {
+                *piece = format!("\u{ff}<eos {token}>").into_bytes();
+                piece[0] = TokTrie::SPECIAL_TOKEN_MARKER;
+            }
+        }
+        let info = TokRxInfo::new(pieces.len() as u32, eos);
+        let env: TokEnv = Arc::new(ApproximateTokEnv::new(TokTrie::from(&info, &pieces)));
+        let mut factory = ParserFactory::new_simple(&env).map_err(|e| unusable(e.to_string()))?;
+        factory.quiet();
+        Ok(Grammars { factory, eos_tokens, eos })
+    }
+
+    /// A constraint for one sequence; a schema llguidance cannot compile is the caller's error.
+    pub fn constrain(&self, format: &OutputFormat) -> Result<OutputConstraint, RuntimeError> {
+        let grammar = TopLevelGrammar::from_json_schema(format.schema());
+        let parser = self.factory.create_parser(grammar).map_err(|e| {
+            RuntimeError::InvalidInput(format!("structured output: the JSON schema cannot be enforced: {e}"))
+        })?;
+        Ok(OutputConstraint { matcher: Matcher::new(Ok(parser)), eos_tokens: self.eos_tokens.clone(), eos: self.eos })
+    }
+}
+
+/// Structured output for one sequence: what its answer may continue with.
+pub struct OutputConstraint {
+    matcher: Matcher,
+    eos_tokens: Vec<u32>,
+    eos: u32,
+}
+
+impl std::fmt::Debug for OutputConstraint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutputConstraint").field("stopped", &self.matcher.is_stopped()).finish_non_exhaustive()
+    }
+}
+
+impl OutputConstraint {
+    /// Sets the logits of the tokens that cannot come next to -inf. The end of sequence stays
+    /// only once the answer is complete — or when nothing else can go on (the grammar engine
+    /// failed, or its step budget ran out), so that the sequence ends rather than loops.
+    pub fn mask(&mut self, logits: &mut [f32]) {
+        let allowed = match self.matcher.compute_mask() {
+            Ok(allowed) => allowed,
+            Err(e) => {
+                tracing::warn!(error = %e, "structured output: no token can continue; ending the answer");
+                logits.fill(f32::NEG_INFINITY);
+                self.set_eos(logits, 0.0);
+                return;
+            }
+        };
+        let eos = allowed.is_allowed(self.eos);
+        for (id, logit) in logits.iter_mut().enumerate() {
+            if !allowed.is_allowed(id as u32) {
+                *logit = f32::NEG_INFINITY;
+            }
+        }
+        self.set_eos(logits, f32::NEG_INFINITY);
+        if eos || !logits.iter().any(|l| l.is_finite()) {
+            self.set_eos(logits, 0.0);
+        }
+    }
+
+    fn set_eos(&self, logits: &mut [f32], value: f32) {
+        for &token in &self.eos_tokens {
+            if let Some(logit) = logits.get_mut(token as usize) {
+                *logit = value;
+            }
+        }
+    }
+
+    /// Moves past a sampled token (one [`OutputConstraint::mask`] allowed).
+    pub fn accept(&mut self, token: u32) {
+        let token = if self.eos_tokens.contains(&token) { self.eos } else { token };
+        if let Err(e) = self.matcher.consume_token(token) {
+            tracing::warn!(error = %e, token, "structured output: token refused by the grammar");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PIECES: [&str; 14] =
+        ["{", "}", "\"", "name", "age", ":", ",", " ", "\n", "1", "2", "Bob", "true", "<|im_end|>"];
+    const EOS: u32 = 13;
+
+    fn grammars() -> Grammars {
+        let mut pieces: Vec<Vec<u8>> = PIECES.iter().map(|s| s.as_bytes().to_vec()).collect();
+        pieces[EOS as usize].clear(); // control tokens have no text
+        Grammars::new(pieces, vec![EOS]).unwrap()
+    }
+
+    fn allowed(constraint: &mut OutputConstraint) -> Vec<&'static str> {
+        let mut logits = vec![0.0; PIECES.len()];
+        constraint.mask(&mut logits);
+        logits.iter().zip(PIECES).filter(|(l, _)| l.is_finite()).map(|(_, p)| p).collect()
+    }
+
+    /// Feeds `text` piece by piece (each must be allowed), greedily longest first.
+    fn feed(constraint: &mut OutputConstraint, text: &str) {
+        let mut rest = text;
+        while !rest.is_empty() {
+            let allowed = allowed(constraint);
+            let (id, piece) = PIECES
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| !p.is_empty() && rest.starts_with(*p) && allowed.contains(p))
+                .max_by_key(|(_, p)| p.len())
+                .unwrap_or_else(|| panic!("no allowed piece for {rest:?} (allowed {allowed:?})"));
+            constraint.accept(id as u32);
+            rest = &rest[piece.len()..];
+        }
+    }
+
+    #[test]
+    fn a_schema_leads_the_answer_and_the_end_comes_only_when_it_is_complete() {
+        let schema = json!({
+            "type": "object",
+            "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+            "required": ["name", "age"],
+            "additionalProperties": false
+        });
+        let mut constraint = grammars().constrain(&OutputFormat::JsonSchema(schema)).unwrap();
+        assert_eq!(allowed(&mut constraint), vec!["{"]);
+        feed(&mut constraint, "{\"name\": \"Bob\"");
+        assert_eq!(allowed(&mut constraint), vec![","], "age is required; no whitespace but the layout's");
+        feed(&mut constraint, ", \"age\": 12");
+        assert!(!allowed(&mut constraint).contains(&"<|im_end|>"), "the object is still open");
+        feed(&mut constraint, "}");
+        assert_eq!(allowed(&mut constraint), vec!["<|im_end|>"], "only the end once the object is closed");
+    }
+
+    #[test]
+    fn json_object_takes_any_keys_but_only_an_object() {
+        let mut constraint = grammars().constrain(&OutputFormat::JsonObject).unwrap();
+        assert_eq!(allowed(&mut constraint), vec!["{"]);
+        feed(&mut constraint, "{\"Bob\": true, \"age\": {\"name\": 12}");
+        assert!(!allowed(&mut constraint).contains(&"<|im_end|>"), "the outer object is still open");
+        feed(&mut constraint, "}");
+        assert_eq!(allowed(&mut constraint), vec!["<|im_end|>"]);
+    }
+
+    #[test]
+    fn schemas_that_cannot_be_enforced_are_refused() {
+        for schema in [json!({"type": "strin"}), json!({"type": "string", "not": {"const": "a"}})] {
+            let err = grammars().constrain(&OutputFormat::JsonSchema(schema.clone())).unwrap_err();
+            assert!(matches!(err, RuntimeError::InvalidInput(_)), "{schema}: {err:?}");
+        }
+    }
+}
