@@ -151,6 +151,17 @@ sq = [{"role": "system", "content": "You are a helpful assistant."}, {"role": "u
 r = c.chat.completions.parse(model="alice/smollm", messages=sq, temperature=0, max_tokens=80, response_format=Capital)
 out["json_schema"] = {"parsed": r.choices[0].message.parsed.model_dump(), "finish": r.choices[0].finish_reason}
 
+# vLLM's structured outputs (extra_body): a choice, a regex, a Lark grammar; the older guided_* names.
+r = c.chat.completions.create(model="alice/smollm", messages=sq, temperature=0, max_tokens=8,
+                              extra_body={"structured_outputs": {"choice": ["London", "Paris", "Berlin"]}})
+out["choice"] = {"content": r.choices[0].message.content, "finish": r.choices[0].finish_reason}
+r = c.completions.create(model="alice/smollm", prompt="The capital of France is", max_tokens=12, temperature=0,
+                         extra_body={"guided_regex": " [A-Z][a-z]+[.]"})
+out["regex"] = r.choices[0].text
+r = c.chat.completions.create(model="alice/smollm", messages=[{"role": "user", "content": "Is Paris in France?"}], temperature=0, max_tokens=8,
+                              extra_body={"structured_outputs": {"grammar": 'start: answer "."\nanswer: "Yes" | "No"'}})
+out["grammar"] = r.choices[0].message.content
+
 # Tools: a forced call (named, or any of the tools) is written by the grammar, with any model;
 # the call and its result go back in the next turn.
 tools = [{"type": "function", "function": {"name": "get_weather", "description": "The current weather in a city",
@@ -255,6 +266,9 @@ out["errors"] = {
         "type": "json_schema", "json_schema": {"name": "city", "schema": "object"}})),
     "unknown_tool": error(lambda: c.chat.completions.create(model="alice/smollm", messages=q, tools=tools,
         tool_choice={"type": "function", "function": {"name": "launch"}})),
+    "two_formats": error(lambda: c.chat.completions.create(model="alice/smollm", messages=q, response_format={"type": "json_object"},
+        extra_body={"structured_outputs": {"regex": "a+"}})),
+    "bad_regex": error(lambda: c.chat.completions.create(model="alice/smollm", messages=q, extra_body={"guided_regex": "(a"})),
     "tool_choice_without_tools": error(lambda: c.chat.completions.create(model="alice/smollm", messages=q, tool_choice="required")),
     "forced_call_and_format": error(lambda: c.chat.completions.create(model="alice/smollm", messages=q, tools=tools,
         tool_choice="required", response_format={"type": "json_object"})),
@@ -336,6 +350,13 @@ async fn the_openai_sdk_gets_chat_completions_and_embeddings() {
     assert_eq!(structured["finish"], "stop", "{structured}");
     assert!(structured["parsed"]["population_millions"].is_number(), "{structured}");
     assert!(structured["parsed"]["capital"].as_str().unwrap().contains("Paris"), "{structured}");
+    // vLLM's structured outputs: one of the choices, text of the regex, a sentence of the grammar.
+    let choice = &out["choice"];
+    assert!(["London", "Paris", "Berlin"].contains(&choice["content"].as_str().unwrap()), "{choice}");
+    assert_eq!(choice["finish"], "stop", "{choice}");
+    let regex = out["regex"].as_str().unwrap();
+    assert!(regex.starts_with(' ') && regex.ends_with('.') && regex[1..2].chars().all(char::is_uppercase), "{regex:?}");
+    assert!(["Yes.", "No."].contains(&out["grammar"].as_str().unwrap()), "{}", out["grammar"]);
     // Tools. A named function: one call of it, arguments matching its schema, `stop` as OpenAI
     // answers forced calls.
     let named = &out["tool_named"];
@@ -430,6 +451,9 @@ async fn the_openai_sdk_gets_chat_completions_and_embeddings() {
     expect("schema_not_an_object", 400, "invalid_request");
     expect("unknown_tool", 400, "invalid_request");
     expect("tool_choice_without_tools", 400, "invalid_request");
+    expect("two_formats", 400, "invalid_request");
+    expect("bad_regex", 400, "invalid_request");
+    assert_eq!(errors["two_formats"]["param"], "structured_outputs");
     expect("forced_call_and_format", 400, "invalid_request");
     expect("logit_bias_not_an_id", 400, "invalid_request");
     expect("logit_bias_outside", 400, "invalid_request");

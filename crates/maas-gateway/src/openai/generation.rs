@@ -73,6 +73,16 @@ pub struct Sampling {
     /// schema keywords that cannot be enforced are refused.
     #[schema(value_type = Option<Object>)]
     pub response_format: Option<Value>,
+    /// Not in OpenAI's API; vLLM's: exactly one of `json` (a JSON Schema), `regex`, `choice`
+    /// (a list of texts), `grammar` (llguidance's Lark syntax) or `json_object: true`.
+    #[schema(value_type = Option<Object>)]
+    pub structured_outputs: Option<Value>,
+    /// vLLM's older names of `structured_outputs`' members.
+    #[schema(value_type = Option<Object>)]
+    pub guided_json: Option<Value>,
+    pub guided_regex: Option<String>,
+    pub guided_choice: Option<Vec<String>>,
+    pub guided_grammar: Option<String>,
     /// Token id (as a string) → bias added to its logit, -100 to 100.
     pub logit_bias: Option<std::collections::HashMap<String, f32>>,
 }
@@ -196,8 +206,41 @@ impl Sampling {
             .collect()
     }
 
-    /// The output format `response_format` asks for, if any.
+    /// The output format asked for, if any: through `response_format`, `structured_outputs` or
+    /// a `guided_*` field, at most one of them.
     fn output_format(&self) -> Result<Option<OutputFormat>, ApiError> {
+        let mut asked: Vec<(&str, OutputFormat)> = Vec::new();
+        if let Some(format) = self.response_format()? {
+            asked.push(("response_format", format));
+        }
+        if let Some(spec) = &self.structured_outputs {
+            asked.extend(structured_outputs(spec)?.into_iter().map(|f| ("structured_outputs", f)));
+        }
+        if let Some(schema) = &self.guided_json {
+            asked.push(("guided_json", json_schema(schema, "guided_json")?));
+        }
+        if let Some(regex) = &self.guided_regex {
+            asked.push(("guided_regex", OutputFormat::Regex(regex.clone())));
+        }
+        if let Some(choices) = &self.guided_choice {
+            asked.push(("guided_choice", choice(choices, "guided_choice")?));
+        }
+        if let Some(grammar) = &self.guided_grammar {
+            asked.push(("guided_grammar", OutputFormat::Grammar(grammar.clone())));
+        }
+        match asked.len() {
+            0 => Ok(None),
+            1 => Ok(asked.pop().map(|(_, format)| format)),
+            _ => Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "ask for one output format: response_format, one member of structured_outputs, or one guided_* field",
+            )
+            .with_param(asked[1].0)),
+        }
+    }
+
+    /// The output format `response_format` asks for, if any.
+    fn response_format(&self) -> Result<Option<OutputFormat>, ApiError> {
         let bad = |message: &str| ApiError::new(ErrorCode::InvalidRequest, message).with_param("response_format");
         let Some(format) = &self.response_format else { return Ok(None) };
         match format.get("type").and_then(Value::as_str) {
@@ -207,13 +250,8 @@ impl Sampling {
                 let Some(spec) = format.get("json_schema").filter(|s| s.is_object()) else {
                     return Err(bad("response_format.json_schema must be an object with the schema"));
                 };
-                match spec.get("schema") {
-                    // OpenAI's `schema` is optional: any JSON value then.
-                    None | Some(Value::Null) => Ok(Some(OutputFormat::JsonSchema(json!({})))),
-                    Some(Value::Bool(true)) => Ok(Some(OutputFormat::JsonSchema(json!({})))),
-                    Some(schema @ Value::Object(_)) => Ok(Some(OutputFormat::JsonSchema(schema.clone()))),
-                    Some(_) => Err(bad("response_format.json_schema.schema must be a JSON Schema object")),
-                }
+                // OpenAI's `schema` is optional: any JSON value then.
+                json_schema(spec.get("schema").unwrap_or(&Value::Null), "response_format").map(Some)
             }
             _ => Err(bad("response_format.type must be text, json_object or json_schema")),
         }
@@ -227,6 +265,68 @@ impl Sampling {
     pub fn per_prompt(&self) -> usize {
         self.n.unwrap_or(1).max(1)
     }
+}
+
+/// A JSON Schema given as an object, as its JSON text (vLLM takes both), or absent / `true`
+/// (any JSON value).
+fn json_schema(schema: &Value, param: &str) -> Result<OutputFormat, ApiError> {
+    match schema {
+        Value::Null | Value::Bool(true) => Ok(OutputFormat::JsonSchema(json!({}))),
+        Value::Object(_) => Ok(OutputFormat::JsonSchema(schema.clone())),
+        Value::String(text) if text.trim_start().starts_with('{') => match serde_json::from_str::<Value>(text) {
+            Ok(parsed @ Value::Object(_)) => Ok(OutputFormat::JsonSchema(parsed)),
+            _ => {
+                Err(ApiError::new(ErrorCode::InvalidRequest, format!("{param}: the schema text is not a JSON object"))
+                    .with_param(param))
+            }
+        },
+        _ => Err(ApiError::new(ErrorCode::InvalidRequest, format!("{param}: the schema must be a JSON Schema object"))
+            .with_param(param)),
+    }
+}
+
+fn choice(choices: &[String], param: &str) -> Result<OutputFormat, ApiError> {
+    if choices.is_empty() {
+        return Err(
+            ApiError::new(ErrorCode::InvalidRequest, format!("{param} must list at least one text")).with_param(param)
+        );
+    }
+    Ok(OutputFormat::Choice(choices.to_vec()))
+}
+
+/// vLLM's `structured_outputs` object: the formats its members ask for.
+fn structured_outputs(spec: &Value) -> Result<Vec<OutputFormat>, ApiError> {
+    let param = "structured_outputs";
+    let bad = |message: String| ApiError::new(ErrorCode::InvalidRequest, message).with_param(param);
+    let Some(members) = spec.as_object() else { return Err(bad(format!("{param} must be an object"))) };
+    let mut formats = Vec::new();
+    for (key, value) in members {
+        let format = match (key.as_str(), value) {
+            (_, Value::Null) | ("json_object", Value::Bool(false)) => continue,
+            ("json", schema) => json_schema(schema, param)?,
+            ("regex", Value::String(regex)) => OutputFormat::Regex(regex.clone()),
+            ("grammar", Value::String(grammar)) => OutputFormat::Grammar(grammar.clone()),
+            ("json_object", Value::Bool(true)) => OutputFormat::JsonObject,
+            ("choice", Value::Array(items)) => {
+                let texts: Option<Vec<String>> = items.iter().map(|i| i.as_str().map(str::to_owned)).collect();
+                choice(&texts.ok_or_else(|| bad(format!("{param}.choice must list texts")))?, param)?
+            }
+            // vLLM's layout and fallback options: the JSON layout here is fixed (decision 012).
+            (
+                "disable_any_whitespace" | "disable_additional_properties" | "whitespace_pattern" | "disable_fallback",
+                _,
+            ) => {
+                continue;
+            }
+            (key, _) => {
+                return Err(bad(format!(
+                    "{param}.{key} is not supported (json, regex, choice, grammar or json_object)"
+                )));
+            }
+        };
+        formats.push(format);
+    }
+    Ok(formats)
 }
 
 /// `usage` in responses.

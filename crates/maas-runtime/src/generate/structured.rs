@@ -1,6 +1,7 @@
 //! Structured outputs: decoding constrained to JSON — one JSON object (`response_format:
-//! json_object`), a value matching a JSON Schema (`json_schema`, forced tool calls) — through
-//! llguidance, the grammar engine vLLM, SGLang and llama.cpp use.
+//! json_object`), a value matching a JSON Schema (`json_schema`, forced tool calls) — or to a
+//! regular expression, a list of choices or a Lark grammar (vLLM's `structured_outputs`),
+//! through llguidance, the grammar engine vLLM, SGLang and llama.cpp use.
 //!
 //! [`Grammars`] indexes a replica's vocabulary once (a byte trie over every token; tokens
 //! without text, such as `<|im_end|>`, can never be part of the JSON). Each constrained
@@ -28,23 +29,48 @@ pub enum OutputFormat {
     JsonObject,
     /// A JSON value matching this schema (`json_schema`, or a tool's parameters).
     JsonSchema(Value),
+    /// Text matching this regular expression, whole.
+    Regex(String),
+    /// Exactly one of these texts.
+    Choice(Vec<String>),
+    /// Text of this context-free grammar, in llguidance's Lark syntax (`start` is the root).
+    Grammar(String),
 }
 
 impl OutputFormat {
-    /// The schema llguidance compiles, with the layout options added (unless the caller gave
-    /// llguidance's own `x-guidance` options).
-    fn schema(&self) -> Value {
+    /// The grammar llguidance compiles. JSON schemas get the layout options (unless the caller
+    /// gave llguidance's own `x-guidance` options); choices become an alternation of escaped
+    /// texts.
+    fn grammar(&self) -> TopLevelGrammar {
         let mut schema = match self {
             OutputFormat::JsonObject => json!({"type": "object"}),
             OutputFormat::JsonSchema(schema) => schema.clone(),
+            OutputFormat::Regex(regex) => return TopLevelGrammar::from_regex(regex),
+            OutputFormat::Choice(choices) => {
+                let alternatives: Vec<String> = choices.iter().map(|c| escape_regex(c)).collect();
+                return TopLevelGrammar::from_regex(&format!("({})", alternatives.join("|")));
+            }
+            OutputFormat::Grammar(lark) => return TopLevelGrammar::from_lark(lark.clone()),
         };
         if let Value::Object(map) = &mut schema {
             map.entry("x-guidance").or_insert_with(
                 || json!({"whitespace_flexible": false, "key_separator": ": ", "item_separator": ", "}),
             );
         }
-        schema
+        TopLevelGrammar::from_json_schema(schema)
     }
+}
+
+/// `text` as a regular expression that matches it literally.
+fn escape_regex(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if r"\.+*?()|[]{}^$#&-~".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// A replica's vocabulary, indexed for constrained decoding. Made once, on first use.
@@ -87,12 +113,19 @@ impl Grammars {
         Ok(Grammars { factory, eos_tokens, eos })
     }
 
-    /// A constraint for one sequence; a schema llguidance cannot compile is the caller's error.
+    /// A constraint for one sequence; a schema, regex or grammar llguidance cannot compile is
+    /// the caller's error.
     pub fn constrain(&self, format: &OutputFormat) -> Result<OutputConstraint, RuntimeError> {
-        let grammar = TopLevelGrammar::from_json_schema(format.schema());
-        let parser = self.factory.create_parser(grammar).map_err(|e| {
-            RuntimeError::InvalidInput(format!("structured output: the JSON schema cannot be enforced: {e}"))
-        })?;
+        let what = match format {
+            OutputFormat::JsonObject | OutputFormat::JsonSchema(_) => "the JSON schema",
+            OutputFormat::Regex(_) => "the regular expression",
+            OutputFormat::Choice(_) => "the choices",
+            OutputFormat::Grammar(_) => "the grammar",
+        };
+        let parser = self
+            .factory
+            .create_parser(format.grammar())
+            .map_err(|e| RuntimeError::InvalidInput(format!("structured output: {what} cannot be enforced: {e}")))?;
         Ok(OutputConstraint { matcher: Matcher::new(Ok(parser)), eos_tokens: self.eos_tokens.clone(), eos: self.eos })
     }
 }
@@ -219,9 +252,38 @@ mod tests {
 
     #[test]
     fn schemas_that_cannot_be_enforced_are_refused() {
-        for schema in [json!({"type": "strin"}), json!({"type": "string", "not": {"const": "a"}})] {
-            let err = grammars().constrain(&OutputFormat::JsonSchema(schema.clone())).unwrap_err();
-            assert!(matches!(err, RuntimeError::InvalidInput(_)), "{schema}: {err:?}");
+        for format in [
+            OutputFormat::JsonSchema(json!({"type": "strin"})),
+            OutputFormat::JsonSchema(json!({"type": "string", "not": {"const": "a"}})),
+            OutputFormat::Regex("(unclosed".into()),
+            OutputFormat::Grammar("start: undefined_rule".into()),
+        ] {
+            let err = grammars().constrain(&format).unwrap_err();
+            assert!(matches!(err, RuntimeError::InvalidInput(_)), "{format:?}: {err:?}");
         }
+    }
+
+    #[test]
+    fn regexes_choices_and_grammars_lead_the_text() {
+        let mut regex = grammars().constrain(&OutputFormat::Regex("(Bob|1+)!?".into())).unwrap();
+        assert_eq!(allowed(&mut regex), vec!["1", "Bob"]);
+        feed(&mut regex, "11");
+        assert_eq!(allowed(&mut regex), vec!["1", "<|im_end|>"], "more ones, or the end (no `!` piece)");
+
+        // Texts with regex characters are matched literally.
+        let choices = OutputFormat::Choice(vec!["{\"age\"}".into(), "Bob".into()]);
+        let mut choice = grammars().constrain(&choices).unwrap();
+        assert_eq!(allowed(&mut choice), vec!["{", "Bob"]);
+        feed(&mut choice, "{\"age");
+        assert_eq!(allowed(&mut choice), vec!["\""]);
+        feed(&mut choice, "\"}");
+        assert_eq!(allowed(&mut choice), vec!["<|im_end|>"]);
+
+        let lark =
+            OutputFormat::Grammar("start: name \":\" \" \" NUMBER\nname: \"name\" | \"age\"\nNUMBER: /[12]+/".into());
+        let mut grammar = grammars().constrain(&lark).unwrap();
+        assert_eq!(allowed(&mut grammar), vec!["name", "age"]);
+        feed(&mut grammar, "age: 21");
+        assert!(allowed(&mut grammar).contains(&"<|im_end|>"));
     }
 }
