@@ -715,4 +715,61 @@ mod tests {
         assert_eq!(today.len(), 10, "{today}");
         assert!(today.starts_with("20"), "{today}");
     }
+
+    /// The tool part of Qwen2.5-Instruct's template (from its tokenizer_config.json): tools as
+    /// JSON in the system turn, an assistant's calls as `<tool_call>` blocks with the arguments
+    /// written by `tojson`, tool results as `<tool_response>` in a user turn.
+    const QWEN25_TOOLS: &str = concat!(
+        "{%- if tools %}\n    {{- '<|im_start|>system\\n' }}\n    {%- if messages[0]['role'] == 'system' %}\n",
+        "        {{- messages[0]['content'] }}\n    {%- else %}\n        {{- 'You are Qwen.' }}\n    {%- endif %}\n",
+        "    {{- \"\\n\\n# Tools\\n\\n<tools>\" }}\n    {%- for tool in tools %}\n        {{- \"\\n\" }}\n",
+        "        {{- tool | tojson }}\n    {%- endfor %}\n    {{- \"\\n</tools><|im_end|>\\n\" }}\n{%- else %}\n",
+        "    {%- if messages[0]['role'] == 'system' %}\n",
+        "        {{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}\n    {%- endif %}\n",
+        "{%- endif %}\n{%- for message in messages %}\n",
+        "    {%- if (message.role == \"user\") or (message.role == \"system\" and not loop.first) or ",
+        "(message.role == \"assistant\" and not message.tool_calls) %}\n",
+        "        {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}\n",
+        "    {%- elif message.role == \"assistant\" %}\n        {{- '<|im_start|>' + message.role }}\n",
+        "        {%- if message.content %}\n            {{- '\\n' + message.content }}\n        {%- endif %}\n",
+        "        {%- for tool_call in message.tool_calls %}\n            {%- if tool_call.function is defined %}\n",
+        "                {%- set tool_call = tool_call.function %}\n            {%- endif %}\n",
+        "            {{- '\\n<tool_call>\\n{\"name\": \"' }}\n            {{- tool_call.name }}\n",
+        "            {{- '\", \"arguments\": ' }}\n            {{- tool_call.arguments | tojson }}\n",
+        "            {{- '}\\n</tool_call>' }}\n        {%- endfor %}\n        {{- '<|im_end|>\\n' }}\n",
+        "    {%- elif message.role == \"tool\" %}\n",
+        "        {%- if (loop.index0 == 0) or (messages[loop.index0 - 1].role != \"tool\") %}\n",
+        "            {{- '<|im_start|>user' }}\n        {%- endif %}\n        {{- '\\n<tool_response>\\n' }}\n",
+        "        {{- message.content }}\n        {{- '\\n</tool_response>' }}\n",
+        "        {%- if loop.last or (messages[loop.index0 + 1].role != \"tool\") %}\n",
+        "            {{- '<|im_end|>\\n' }}\n        {%- endif %}\n    {%- endif %}\n{%- endfor %}\n",
+        "{%- if add_generation_prompt %}\n    {{- '<|im_start|>assistant\\n' }}\n{%- endif %}\n",
+    );
+
+    #[test]
+    fn tool_templates_see_the_tools_the_calls_and_their_results() {
+        let template = ChatTemplate::new(QWEN25_TOOLS, None, Some("<|im_end|>")).expect("compiles");
+        let tools = [serde_json::json!({"type": "function", "function": {"name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}})];
+        let call = serde_json::json!({"id": "call_1", "type": "function",
+            "function": {"name": "get_weather", "arguments": {"city": "Paris"}}});
+        let messages = [
+            msg("user", "Weather in Paris?"),
+            ChatMessage { tool_calls: vec![call], ..msg("assistant", "") },
+            ChatMessage { tool_call_id: Some("call_1".into()), ..msg("tool", "{\"sky\": \"sunny\"}") },
+        ];
+        assert_eq!(
+            template.render_with_tools(&messages, &tools, true).unwrap(),
+            "<|im_start|>system\nYou are Qwen.\n\n# Tools\n\n<tools>\n{\"type\": \"function\", \"function\": {\"name\": \
+             \"get_weather\", \"parameters\": {\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\"}}}}}\n\
+             </tools><|im_end|>\n<|im_start|>user\nWeather in Paris?<|im_end|>\n<|im_start|>assistant\n\
+             <tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call><|im_end|>\n\
+             <|im_start|>user\n<tool_response>\n{\"sky\": \"sunny\"}\n</tool_response><|im_end|>\n<|im_start|>assistant\n"
+        );
+        // Without tools the template's other branch runs (`tools` is none, as transformers passes it).
+        assert_eq!(
+            template.render(&messages[..1], true).unwrap(),
+            "<|im_start|>user\nWeather in Paris?<|im_end|>\n<|im_start|>assistant\n"
+        );
+    }
 }
