@@ -191,6 +191,16 @@ turn = wq + [{"role": "assistant", "content": None, "tool_calls": [{"id": first.
              {"role": "tool", "tool_call_id": first.id, "content": json.dumps({"temperature": 18, "unit": "celsius", "sky": "sunny"})}]
 r = c.chat.completions.create(model="alice/smollm", messages=turn, tools=tools, temperature=0, max_tokens=40)
 out["tool_result"] = {"content": r.choices[0].message.content, "calls": calls(r.choices[0].message), "finish": r.choices[0].finish_reason}
+# `auto` reads Hermes <tool_call> blocks out of the answer. SmolLM2 does not write them by itself:
+# a regex (vLLM's structured outputs) makes it write one, filling in the city.
+hermes = {"structured_outputs": {"regex": r'<tool_call>\n\{"name": "get_weather", "arguments": \{"city": "[A-Z][a-z]+", "unit": "celsius"\}\}\n</tool_call>'}}
+r = c.chat.completions.create(model="alice/smollm", messages=wq, tools=tools, temperature=0, max_tokens=150, extra_body=hermes)
+out["tool_auto"] = {"content": r.choices[0].message.content, "calls": calls(r.choices[0].message), "finish": r.choices[0].finish_reason}
+chunks = list(c.chat.completions.create(model="alice/smollm", messages=wq, tools=tools, temperature=0, max_tokens=150, extra_body=hermes, stream=True))
+deltas = [tc for ch in chunks if ch.choices for tc in (ch.choices[0].delta.tool_calls or [])]
+out["tool_auto_stream"] = {"content": "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices),
+                           "calls": [{"name": tc.function.name, "arguments": json.loads(tc.function.arguments)} for tc in deltas],
+                           "finish": [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason]}
 r = c.chat.completions.create(model="alice/smollm", messages=sq, tools=tools, tool_choice="none", temperature=0)
 out["tool_none"] = {"content": r.choices[0].message.content, "calls": r.choices[0].message.tool_calls}
 
@@ -396,6 +406,22 @@ async fn the_openai_sdk_gets_chat_completions_and_embeddings() {
     assert_eq!((&result["calls"], &result["finish"]), (&json!([]), &json!("stop")), "{result}");
     assert!(!result["content"].as_str().unwrap().is_empty(), "{result}");
     assert_eq!(out["tool_none"], json!({ "content": PARIS, "calls": null }), "tool_choice none: tools are not shown");
+    // `auto`: a Hermes block in the answer is a call (whole and streamed), not text.
+    let auto = &out["tool_auto"];
+    assert_eq!((&auto["content"], &auto["finish"]), (&Value::Null, &json!("tool_calls")), "{auto}");
+    assert_eq!(auto["calls"].as_array().map(Vec::len), Some(1), "{auto}");
+    assert_eq!(
+        (&auto["calls"][0]["name"], &auto["calls"][0]["arguments"]["unit"]),
+        (&json!("get_weather"), &json!("celsius"))
+    );
+    let auto_stream = &out["tool_auto_stream"];
+    assert_eq!(auto_stream["content"], "", "nothing of the block goes out as text: {auto_stream}");
+    assert_eq!(auto_stream["finish"], json!(["tool_calls"]), "{auto_stream}");
+    assert_eq!(
+        names(&auto_stream["calls"]),
+        vec![(json!("get_weather"), auto["calls"][0]["arguments"].clone())],
+        "{auto_stream}"
+    );
     // Scoring a continuation: the prompt's tokens scored (the first has nothing before it), the
     // greedy answer greedy all along, and close to what generating it scored (kernels differ
     // with the batch's size: a few hundredths).
