@@ -4,7 +4,7 @@
 //! | `tool_choice` | what the model sees and may write |
 //! | --- | --- |
 //! | `"none"` | no tools; the answer is text |
-//! | `"auto"` (the default when tools are given) | the tools, through the chat template; the answer is text, unless the model writes Hermes-style `<tool_call>{"name": …, "arguments": …}</tool_call>` blocks (the format of Qwen2/2.5/3, Hermes and others) naming given tools: those become `tool_calls` |
+//! | `"auto"` (the default when tools are given) | the tools, through the chat template; the answer is text, unless the model writes Hermes-style `<tool_call>{"name": …, "arguments": …}</tool_call>` blocks (Qwen2/2.5/3, Hermes and others), or the whole answer is bare JSON calls — `{"name": …, "parameters": …}` (Llama 3.1+) or a list of `{"name": …, "arguments": …}` (Mistral, after its `[TOOL_CALLS]` token, which has no text) — naming given tools: those become `tool_calls` |
 //! | `"required"` | decoding constrained to a JSON list of one or more calls of the given tools, `[{"name": …, "parameters": …}]` (one with `parallel_tool_calls: false`), as vLLM does |
 //! | `{"type": "function", "function": {"name": …}}` | decoding constrained to that function's `parameters` schema: the answer is its arguments |
 //!
@@ -234,12 +234,31 @@ impl Tools {
                     rest = next;
                 }
                 outside.push_str(rest);
-                if calls.is_empty() {
-                    return Reading { content: Some(text.to_owned()), calls };
+                if !calls.is_empty() {
+                    return Reading { content: content(&outside), calls };
                 }
-                Reading { content: content(&outside), calls }
+                match self.bare_calls(text) {
+                    Some(calls) => Reading { content: None, calls },
+                    None => Reading { content: Some(text.to_owned()), calls },
+                }
             }
         }
+    }
+
+    /// The calls of an answer that is only JSON: one call object or a list of them, each
+    /// naming a given tool with its `arguments` (or `parameters`, as Llama 3 writes them).
+    fn bare_calls(&self, text: &str) -> Option<Vec<ToolCall>> {
+        let value: Value = serde_json::from_str(text.trim()).ok()?;
+        let items = match &value {
+            Value::Array(items) => items.as_slice(),
+            object @ Value::Object(_) => std::slice::from_ref(object),
+            _ => return None,
+        };
+        let calls = items
+            .iter()
+            .map(|c| self.call(c.get("name")?, c.get("arguments").or_else(|| c.get("parameters"))?))
+            .collect::<Option<Vec<_>>>()?;
+        (!calls.is_empty()).then_some(calls)
     }
 
     /// A call of a given function (`arguments` an object, or a JSON text of one).
@@ -253,12 +272,13 @@ impl Tools {
     }
 
     /// For streams: how much of the answer so far (`text`) can go out as content now. Forced
-    /// calls send no content; `auto` holds back from a `<tool_call>` on, and a tail that may
-    /// begin one.
+    /// calls send no content; `auto` holds back from a `<tool_call>` on, a tail that may begin
+    /// one, and an answer that so far is only JSON (it may be bare calls).
     pub fn streamable(&self, text: &str) -> usize {
         match self.choice {
             ToolChoice::None => text.len(),
             ToolChoice::Named(_) | ToolChoice::Required { .. } => 0,
+            ToolChoice::Auto if matches!(text.trim_start().bytes().next(), None | Some(b'{' | b'[')) => 0,
             ToolChoice::Auto => match text.find(OPEN) {
                 Some(start) => start,
                 None => {
@@ -361,12 +381,34 @@ mod tests {
     }
 
     #[test]
+    fn auto_reads_bare_json_calls_as_llama_and_mistral_write_them() {
+        let auto = tools(json!("auto"));
+        let llama = auto.read(r#"{"name": "get_weather", "parameters": {"city": "Paris"}}"#);
+        assert_eq!((llama.content, llama.calls[0].arguments.as_str()), (None, r#"{"city":"Paris"}"#));
+        let mistral = auto.read(
+            r#" [{"name": "get_time", "arguments": {}}, {"name": "get_weather", "arguments": {"city": "Lyon"}}]"#,
+        );
+        let names: Vec<&str> = mistral.calls.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["get_time", "get_weather"]);
+        for text in [
+            r#"{"name": "Paris", "parameters": {}}"#,
+            r#"{"city": "Paris"}"#,
+            "[1, 2]",
+            r#"{"name": "get_time"} and more"#,
+        ] {
+            assert_eq!(auto.read(text), Reading { content: Some(text.into()), calls: vec![] }, "{text}");
+        }
+    }
+
+    #[test]
     fn streams_hold_back_what_may_become_a_call() {
         let auto = tools(json!("auto"));
         assert_eq!(auto.streamable("Hello"), 5);
         assert_eq!(auto.streamable("Hello <tool"), 6);
         assert_eq!(auto.streamable("Hello <tool_call>{\"na"), 6);
         assert_eq!(auto.streamable("a < b"), 5);
+        assert_eq!(auto.streamable("  {\"name\": "), 0, "JSON from the start may be a bare call");
+        assert_eq!(auto.streamable("Use {braces}"), 12);
         assert_eq!(tools(json!("required")).streamable("[{"), 0);
     }
 
