@@ -319,6 +319,16 @@ async fn collect(mut events: UnboundedReceiver<GenerationEvent>, since: Instant)
     outcome
 }
 
+impl Outcome {
+    /// The message of the invalid-input error the request failed with (panics otherwise).
+    fn refusal(&self) -> &str {
+        match &self.failed {
+            Some(ReplicaError::Runtime(RuntimeError::InvalidInput(message))) => message,
+            other => panic!("expected an invalid-input error, got {other:?}"),
+        }
+    }
+}
+
 async fn run(replica: &GenerationReplica, request: GenerateRequest) -> Outcome {
     let since = Instant::now();
     collect(replica.generate(request).unwrap(), since).await
@@ -520,11 +530,7 @@ async fn prompt_logprobs_score_every_prompt_token() {
     assert_eq!(outcome.text, "The", "the answer is unchanged");
     let outside = GenerateRequest { prompt: Prompt::Tokens(vec![1, 49152]), ..chat(Vec::new(), None) };
     let outcome = run(&replica, outside).await;
-    assert!(
-        matches!(&outcome.failed, Some(ReplicaError::Runtime(RuntimeError::InvalidInput(m))) if m.contains("49152")),
-        "{:?}",
-        outcome.failed
-    );
+    assert!(outcome.refusal().contains("49152"), "{:?}", outcome.failed);
 }
 
 #[tokio::test]
@@ -580,11 +586,7 @@ async fn a_json_schema_shapes_the_answer() {
         ..chat(vec![message("user", question)], Some(10))
     };
     let outcome = run(&replica, request).await;
-    assert!(
-        matches!(&outcome.failed, Some(ReplicaError::Runtime(RuntimeError::InvalidInput(m))) if m.contains("not")),
-        "a schema that cannot be enforced is the caller's error: {:?}",
-        outcome.failed
-    );
+    assert!(outcome.refusal().contains("not"), "a schema that cannot be enforced is the caller's error");
 }
 
 #[tokio::test]
