@@ -102,8 +102,7 @@ impl Grammars {
         // The end of sequence is a special token (the marker byte first): no JSON contains it.
         for &token in &eos_tokens {
             if let Some(piece) = pieces.get_mut(token as usize) {
-                *piece = format!("\u{ff}<eos {token}>").into_bytes();
-                piece[0] = TokTrie::SPECIAL_TOKEN_MARKER;
+                *piece = [&[TokTrie::SPECIAL_TOKEN_MARKER], format!("<eos {token}>").as_bytes()].concat();
             }
         }
         let info = TokRxInfo::new(pieces.len() as u32, eos);
