@@ -78,6 +78,11 @@ impl ApiError {
         Self::new(code, format!("the engine at {} answered {status}: {message}", upstream.url("")))
     }
 
+    /// A 400 `invalid_request` about the request field `param`.
+    pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidRequest, message).with_param(param)
+    }
+
     /// Names the request field at fault.
     pub fn with_param(mut self, param: impl Into<String>) -> Self {
         self.param = Some(param.into());

@@ -5,7 +5,6 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::response::Response;
 use maas_auth::Caller;
-use maas_core::ErrorCode;
 use maas_core::usage::InferenceApi;
 use maas_runtime::generate::template::ChatMessage;
 use maas_runtime::generate::{GenerateRequest, Prompt};
@@ -71,7 +70,7 @@ pub struct ChatRequest {
 
 /// The messages as the chat template takes them.
 fn messages(request: &ChatRequest) -> Result<Vec<ChatMessage>, ApiError> {
-    let bad = |m: String| ApiError::new(ErrorCode::InvalidRequest, m).with_param("messages");
+    let bad = |m: String| ApiError::invalid("messages", m);
     if request.messages.is_empty() {
         return Err(bad("messages must not be empty".into()));
     }

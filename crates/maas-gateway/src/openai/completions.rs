@@ -4,7 +4,6 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::response::Response;
 use maas_auth::Caller;
-use maas_core::ErrorCode;
 use maas_core::usage::InferenceApi;
 use maas_runtime::generate::{GenerateRequest, Prompt};
 use serde::Deserialize;
@@ -86,15 +85,18 @@ fn prompt_text(prompt: &Prompt) -> &str {
 
 /// The generations a completion request asks for: `n` continuations of each prompt.
 fn generate_requests(request: &CompletionRequest) -> Result<Vec<GenerateRequest>, ApiError> {
-    let bad = |param: &str, m: &str| ApiError::new(ErrorCode::InvalidRequest, m).with_param(param);
     let prompts = match &request.prompt {
         PromptIn::One(p) => vec![Prompt::Text(p.clone())],
-        PromptIn::Many(v) if v.is_empty() => return Err(bad("prompt", "prompt must hold at least one text")),
+        PromptIn::Many(v) if v.is_empty() => {
+            return Err(ApiError::invalid("prompt", "prompt must hold at least one text"));
+        }
         PromptIn::Many(v) => v.iter().map(|p| Prompt::Text(p.clone())).collect(),
-        PromptIn::Tokens(t) if t.is_empty() => return Err(bad("prompt", "prompt must hold at least one token")),
+        PromptIn::Tokens(t) if t.is_empty() => {
+            return Err(ApiError::invalid("prompt", "prompt must hold at least one token"));
+        }
         PromptIn::Tokens(t) => vec![Prompt::Tokens(t.clone())],
         PromptIn::ManyTokens(v) if v.is_empty() || v.iter().any(Vec::is_empty) => {
-            return Err(bad("prompt", "every prompt must hold at least one token"));
+            return Err(ApiError::invalid("prompt", "every prompt must hold at least one token"));
         }
         PromptIn::ManyTokens(v) => v.iter().map(|t| Prompt::Tokens(t.clone())).collect(),
     };

@@ -8,7 +8,6 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use maas_auth::Caller;
 use maas_controller::Endpoint;
-use maas_core::ErrorCode;
 use maas_core::usage::InferenceApi;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -46,21 +45,17 @@ pub struct EmbeddingsRequest {
     pub user: Option<String>,
 }
 
-fn bad(param: &str, message: impl Into<String>) -> ApiError {
-    ApiError::new(ErrorCode::InvalidRequest, message).with_param(param)
-}
-
 fn texts(input: Input) -> Result<Vec<String>, ApiError> {
     let texts = match input {
         Input::One(t) => vec![t],
         Input::Many(v) => v,
-        Input::Tokens(_) => return Err(bad("input", "token-id inputs are not supported; send text")),
+        Input::Tokens(_) => return Err(ApiError::invalid("input", "token-id inputs are not supported; send text")),
     };
     if texts.is_empty() || texts.len() > MAX_INPUTS {
-        return Err(bad("input", format!("input must hold 1 to {MAX_INPUTS} texts")));
+        return Err(ApiError::invalid("input", format!("input must hold 1 to {MAX_INPUTS} texts")));
     }
     if let Some(i) = texts.iter().position(|t| t.is_empty()) {
-        return Err(bad("input", format!("input[{i}] is empty")));
+        return Err(ApiError::invalid("input", format!("input[{i}] is empty")));
     }
     Ok(texts)
 }
@@ -108,14 +103,19 @@ async fn embed(
     let base64 = match request.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
-        Some(other) => return Err(bad("encoding_format", format!("encoding_format '{other}' is not float or base64"))),
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "encoding_format",
+                format!("encoding_format '{other}' is not float or base64"),
+            ));
+        }
     };
     let texts = texts(request.input)?;
     let mut result = state.controller.embed(endpoint, texts).await?;
     if let Some(d) = request.dimensions {
         let full = result.vectors.first().map_or(0, Vec::len);
         if d == 0 || d > full {
-            return Err(bad("dimensions", format!("dimensions must be 1 to {full} for this model")));
+            return Err(ApiError::invalid("dimensions", format!("dimensions must be 1 to {full} for this model")));
         }
         result.vectors.iter_mut().for_each(|v| shorten(v, d));
     }

@@ -105,17 +105,19 @@ impl Sampling {
         chat: bool,
         forced: Option<OutputFormat>,
     ) -> Result<Vec<GenerateRequest>, ApiError> {
-        let bad = |param: &str, message: String| ApiError::new(ErrorCode::InvalidRequest, message).with_param(param);
         let n = self.n.unwrap_or(1);
         if n == 0 || n.saturating_mul(prompts.len()) > MAX_CHOICES {
-            return Err(bad("n", format!("n must be at least 1, with at most {MAX_CHOICES} choices per request")));
+            return Err(ApiError::invalid(
+                "n",
+                format!("n must be at least 1, with at most {MAX_CHOICES} choices per request"),
+            ));
         }
         let logprobs = self.logprobs(chat)?;
         let format = match (forced, self.output_format()?) {
             (Some(_), Some(_)) => {
-                return Err(bad(
+                return Err(ApiError::invalid(
                     "response_format",
-                    "response_format cannot be combined with a forced tool call".into(),
+                    "response_format cannot be combined with a forced tool call",
                 ));
             }
             (forced, asked) => forced.or(asked),
@@ -133,7 +135,7 @@ impl Sampling {
         params.validate().map_err(ApiError::from)?;
         let max_tokens = self.max_completion_tokens.or(self.max_tokens).or(default_max_tokens);
         if max_tokens == Some(0) {
-            return Err(bad("max_tokens", "max_tokens must be at least 1".into()));
+            return Err(ApiError::invalid("max_tokens", "max_tokens must be at least 1"));
         }
         let stop = match &self.stop {
             None => Vec::new(),
@@ -141,7 +143,7 @@ impl Sampling {
             Some(Stop::Many(v)) => v.clone(),
         };
         if stop.len() > MAX_STOP {
-            return Err(bad("stop", format!("at most {MAX_STOP} stop sequences")));
+            return Err(ApiError::invalid("stop", format!("at most {MAX_STOP} stop sequences")));
         }
         let mut requests = Vec::with_capacity(prompts.len() * n);
         for prompt in prompts {
@@ -165,29 +167,30 @@ impl Sampling {
     /// How many alternatives to report with each token's log-probability, if any: chat's
     /// `logprobs: true` with `top_logprobs`, or text completions' `logprobs: <n>`.
     fn logprobs(&self, chat: bool) -> Result<Option<usize>, ApiError> {
-        let bad = |param: &str, message: String| ApiError::new(ErrorCode::InvalidRequest, message).with_param(param);
         let range = |param: &str, n: usize| {
             if n > MAX_TOP_LOGPROBS {
-                return Err(bad(param, format!("{param} must be 0 to {MAX_TOP_LOGPROBS}")));
+                return Err(ApiError::invalid(param, format!("{param} must be 0 to {MAX_TOP_LOGPROBS}")));
             }
             Ok(Some(n))
         };
         match (chat, &self.logprobs) {
             (true, None | Some(Value::Null | Value::Bool(false))) => match self.top_logprobs {
-                Some(_) => Err(bad("top_logprobs", "top_logprobs needs logprobs: true".into())),
+                Some(_) => Err(ApiError::invalid("top_logprobs", "top_logprobs needs logprobs: true")),
                 None => Ok(None),
             },
             (true, Some(Value::Bool(true))) => range("top_logprobs", self.top_logprobs.unwrap_or(0)),
-            (true, Some(_)) => Err(bad("logprobs", "logprobs must be true or false".into())),
+            (true, Some(_)) => Err(ApiError::invalid("logprobs", "logprobs must be true or false")),
             (false, _) if self.top_logprobs.is_some() => {
-                Err(bad("top_logprobs", "text completions take the number of alternatives in logprobs".into()))
+                Err(ApiError::invalid("top_logprobs", "text completions take the number of alternatives in logprobs"))
             }
             (false, None | Some(Value::Null)) => Ok(None),
             (false, Some(Value::Number(n))) => match n.as_u64() {
                 Some(n) => range("logprobs", usize::try_from(n).unwrap_or(usize::MAX)),
-                None => Err(bad("logprobs", format!("logprobs must be 0 to {MAX_TOP_LOGPROBS}"))),
+                None => Err(ApiError::invalid("logprobs", format!("logprobs must be 0 to {MAX_TOP_LOGPROBS}"))),
             },
-            (false, Some(_)) => Err(bad("logprobs", format!("logprobs must be a number, 0 to {MAX_TOP_LOGPROBS}"))),
+            (false, Some(_)) => {
+                Err(ApiError::invalid("logprobs", format!("logprobs must be a number, 0 to {MAX_TOP_LOGPROBS}")))
+            }
         }
     }
 
@@ -198,63 +201,9 @@ impl Sampling {
             .flatten()
             .map(|(token, &b)| match token.parse::<u32>() {
                 Ok(id) => Ok((id, b)),
-                Err(_) => {
-                    Err(ApiError::new(ErrorCode::InvalidRequest, format!("logit_bias: '{token}' is not a token id"))
-                        .with_param("logit_bias"))
-                }
+                Err(_) => Err(ApiError::invalid("logit_bias", format!("logit_bias: '{token}' is not a token id"))),
             })
             .collect()
-    }
-
-    /// The output format asked for, if any: through `response_format`, `structured_outputs` or
-    /// a `guided_*` field, at most one of them.
-    fn output_format(&self) -> Result<Option<OutputFormat>, ApiError> {
-        let mut asked: Vec<(&str, OutputFormat)> = Vec::new();
-        if let Some(format) = self.response_format()? {
-            asked.push(("response_format", format));
-        }
-        if let Some(spec) = &self.structured_outputs {
-            asked.extend(structured_outputs(spec)?.into_iter().map(|f| ("structured_outputs", f)));
-        }
-        if let Some(schema) = &self.guided_json {
-            asked.push(("guided_json", json_schema(schema, "guided_json")?));
-        }
-        if let Some(regex) = &self.guided_regex {
-            asked.push(("guided_regex", OutputFormat::Regex(regex.clone())));
-        }
-        if let Some(choices) = &self.guided_choice {
-            asked.push(("guided_choice", choice(choices, "guided_choice")?));
-        }
-        if let Some(grammar) = &self.guided_grammar {
-            asked.push(("guided_grammar", OutputFormat::Grammar(grammar.clone())));
-        }
-        match asked.len() {
-            0 => Ok(None),
-            1 => Ok(asked.pop().map(|(_, format)| format)),
-            _ => Err(ApiError::new(
-                ErrorCode::InvalidRequest,
-                "ask for one output format: response_format, one member of structured_outputs, or one guided_* field",
-            )
-            .with_param(asked[1].0)),
-        }
-    }
-
-    /// The output format `response_format` asks for, if any.
-    fn response_format(&self) -> Result<Option<OutputFormat>, ApiError> {
-        let bad = |message: &str| ApiError::new(ErrorCode::InvalidRequest, message).with_param("response_format");
-        let Some(format) = &self.response_format else { return Ok(None) };
-        match format.get("type").and_then(Value::as_str) {
-            Some("text") => Ok(None),
-            Some("json_object") => Ok(Some(OutputFormat::JsonObject)),
-            Some("json_schema") => {
-                let Some(spec) = format.get("json_schema").filter(|s| s.is_object()) else {
-                    return Err(bad("response_format.json_schema must be an object with the schema"));
-                };
-                // OpenAI's `schema` is optional: any JSON value then.
-                json_schema(spec.get("schema").unwrap_or(&Value::Null), "response_format").map(Some)
-            }
-            _ => Err(bad("response_format.type must be text, json_object or json_schema")),
-        }
     }
 
     pub fn include_usage(&self) -> bool {
@@ -265,68 +214,6 @@ impl Sampling {
     pub fn per_prompt(&self) -> usize {
         self.n.unwrap_or(1).max(1)
     }
-}
-
-/// A JSON Schema given as an object, as its JSON text (vLLM takes both), or absent / `true`
-/// (any JSON value).
-fn json_schema(schema: &Value, param: &str) -> Result<OutputFormat, ApiError> {
-    match schema {
-        Value::Null | Value::Bool(true) => Ok(OutputFormat::JsonSchema(json!({}))),
-        Value::Object(_) => Ok(OutputFormat::JsonSchema(schema.clone())),
-        Value::String(text) if text.trim_start().starts_with('{') => match serde_json::from_str::<Value>(text) {
-            Ok(parsed @ Value::Object(_)) => Ok(OutputFormat::JsonSchema(parsed)),
-            _ => {
-                Err(ApiError::new(ErrorCode::InvalidRequest, format!("{param}: the schema text is not a JSON object"))
-                    .with_param(param))
-            }
-        },
-        _ => Err(ApiError::new(ErrorCode::InvalidRequest, format!("{param}: the schema must be a JSON Schema object"))
-            .with_param(param)),
-    }
-}
-
-fn choice(choices: &[String], param: &str) -> Result<OutputFormat, ApiError> {
-    if choices.is_empty() {
-        return Err(
-            ApiError::new(ErrorCode::InvalidRequest, format!("{param} must list at least one text")).with_param(param)
-        );
-    }
-    Ok(OutputFormat::Choice(choices.to_vec()))
-}
-
-/// vLLM's `structured_outputs` object: the formats its members ask for.
-fn structured_outputs(spec: &Value) -> Result<Vec<OutputFormat>, ApiError> {
-    let param = "structured_outputs";
-    let bad = |message: String| ApiError::new(ErrorCode::InvalidRequest, message).with_param(param);
-    let Some(members) = spec.as_object() else { return Err(bad(format!("{param} must be an object"))) };
-    let mut formats = Vec::new();
-    for (key, value) in members {
-        let format = match (key.as_str(), value) {
-            (_, Value::Null) | ("json_object", Value::Bool(false)) => continue,
-            ("json", schema) => json_schema(schema, param)?,
-            ("regex", Value::String(regex)) => OutputFormat::Regex(regex.clone()),
-            ("grammar", Value::String(grammar)) => OutputFormat::Grammar(grammar.clone()),
-            ("json_object", Value::Bool(true)) => OutputFormat::JsonObject,
-            ("choice", Value::Array(items)) => {
-                let texts: Option<Vec<String>> = items.iter().map(|i| i.as_str().map(str::to_owned)).collect();
-                choice(&texts.ok_or_else(|| bad(format!("{param}.choice must list texts")))?, param)?
-            }
-            // vLLM's layout and fallback options: the JSON layout here is fixed (decision 012).
-            (
-                "disable_any_whitespace" | "disable_additional_properties" | "whitespace_pattern" | "disable_fallback",
-                _,
-            ) => {
-                continue;
-            }
-            (key, _) => {
-                return Err(bad(format!(
-                    "{param}.{key} is not supported (json, regex, choice, grammar or json_object)"
-                )));
-            }
-        };
-        formats.push(format);
-    }
-    Ok(formats)
 }
 
 /// `usage` in responses.

@@ -11,6 +11,7 @@ pub mod chat;
 pub mod choices;
 pub mod completions;
 pub mod embeddings;
+pub mod formats;
 pub mod generation;
 pub mod models;
 pub mod tools;
@@ -110,9 +111,7 @@ async fn read_body(body: Body, limit: usize) -> Result<(serde_json::Value, Strin
     let model = match value.get("model") {
         Some(serde_json::Value::String(m)) if !m.is_empty() => m.clone(),
         _ => {
-            return Err(
-                ApiError::new(ErrorCode::InvalidRequest, "`model` (a deployment name) is required").with_param("model")
-            );
+            return Err(ApiError::invalid("model", "`model` (a deployment name) is required"));
         }
     };
     Ok((value, model, bytes.len()))

@@ -11,7 +11,6 @@
 //! Forced calls (the last two rows) work with any model, since the grammar writes the call's
 //! shape; `auto` needs a model trained to call tools in the Hermes format.
 
-use maas_core::ErrorCode;
 use maas_runtime::generate::structured::OutputFormat;
 use serde_json::{Value, json};
 
@@ -81,10 +80,6 @@ pub struct Reading {
     pub calls: Vec<ToolCall>,
 }
 
-fn bad(param: &str, message: String) -> ApiError {
-    ApiError::new(ErrorCode::InvalidRequest, message).with_param(param)
-}
-
 impl Tools {
     /// Reads `tools`, `tool_choice` and `parallel_tool_calls`; `None` when there are no tools.
     pub fn parse(
@@ -96,7 +91,7 @@ impl Tools {
             return match tool_choice {
                 None | Some(Value::Null) => Ok(None),
                 Some(Value::String(s)) if s == "none" => Ok(None),
-                Some(_) => Err(bad("tool_choice", "tool_choice needs tools".into())),
+                Some(_) => Err(ApiError::invalid("tool_choice", "tool_choice needs tools")),
             };
         }
         let mut functions: Vec<Function> = Vec::with_capacity(tools.len());
@@ -104,7 +99,7 @@ impl Tools {
             let function = match (tool.get("type").and_then(Value::as_str), tool.get("function")) {
                 (Some("function"), Some(f)) if f.is_object() => f,
                 _ => {
-                    return Err(bad(
+                    return Err(ApiError::invalid(
                         "tools",
                         format!("tools[{i}] must be {{\"type\": \"function\", \"function\": {{…}}}}"),
                     ));
@@ -114,16 +109,25 @@ impl Tools {
             let valid = (1..=64).contains(&name.len())
                 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
             if !valid {
-                return Err(bad("tools", format!("tools[{i}].function.name must be 1 to 64 letters, digits, _ or -")));
+                return Err(ApiError::invalid(
+                    "tools",
+                    format!("tools[{i}].function.name must be 1 to 64 letters, digits, _ or -"),
+                ));
             }
             if functions.iter().any(|f| f.name == name) {
-                return Err(bad("tools", format!("tools[{i}]: the function name '{name}' is given twice")));
+                return Err(ApiError::invalid(
+                    "tools",
+                    format!("tools[{i}]: the function name '{name}' is given twice"),
+                ));
             }
             let parameters = match function.get("parameters") {
                 None | Some(Value::Null) => json!({"type": "object", "properties": {}, "additionalProperties": false}),
                 Some(p @ Value::Object(_)) => p.clone(),
                 Some(_) => {
-                    return Err(bad("tools", format!("tools[{i}].function.parameters must be a JSON Schema object")));
+                    return Err(ApiError::invalid(
+                        "tools",
+                        format!("tools[{i}].function.parameters must be a JSON Schema object"),
+                    ));
                 }
             };
             functions.push(Function { name: name.to_owned(), parameters });
@@ -135,19 +139,26 @@ impl Tools {
                 "auto" => ToolChoice::Auto,
                 "required" => ToolChoice::Required { parallel: parallel.unwrap_or(true) },
                 other => {
-                    return Err(bad("tool_choice", format!("tool_choice '{other}' is not none, auto or required")));
+                    return Err(ApiError::invalid(
+                        "tool_choice",
+                        format!("tool_choice '{other}' is not none, auto or required"),
+                    ));
                 }
             },
             Some(named) => {
                 let name = named.pointer("/function/name").and_then(Value::as_str);
                 match name {
                     Some(name) if functions.iter().any(|f| f.name == name) => ToolChoice::Named(name.to_owned()),
-                    Some(name) => return Err(bad("tool_choice", format!("tool_choice names '{name}', not in tools"))),
-                    None => {
-                        return Err(bad(
+                    Some(name) => {
+                        return Err(ApiError::invalid(
                             "tool_choice",
-                            "tool_choice must be none, auto, required or {\"type\": \"function\", \"function\": {\"name\": …}}"
-                                .into(),
+                            format!("tool_choice names '{name}', not in tools"),
+                        ));
+                    }
+                    None => {
+                        return Err(ApiError::invalid(
+                            "tool_choice",
+                            "tool_choice must be none, auto, required or {\"type\": \"function\", \"function\": {\"name\": …}}",
                         ));
                     }
                 }
