@@ -161,6 +161,10 @@ out["regex"] = r.choices[0].text
 r = c.chat.completions.create(model="alice/smollm", messages=[{"role": "user", "content": "Is Paris in France?"}], temperature=0, max_tokens=8,
                               extra_body={"structured_outputs": {"grammar": 'start: answer "."\nanswer: "Yes" | "No"'}})
 out["grammar"] = r.choices[0].message.content
+# The same grammar in llama.cpp's GBNF (vLLM's guided_grammar takes either).
+r = c.chat.completions.create(model="alice/smollm", messages=[{"role": "user", "content": "Is Paris in France?"}], temperature=0, max_tokens=8,
+                              extra_body={"guided_grammar": 'root ::= answer "."\nanswer ::= "Yes" | "No" # as llama.cpp writes it'})
+out["gbnf"] = r.choices[0].message.content
 
 # Tools: a forced call (named, or any of the tools) is written by the grammar, with any model;
 # the call and its result go back in the next turn.
@@ -184,7 +188,15 @@ out["tool_stream"] = {"arguments": "".join(tc.function.arguments or "" for tc in
                       "finish": [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason]}
 chunks = list(c.chat.completions.create(model="alice/smollm", messages=wq, tools=tools, tool_choice="required", temperature=0, max_tokens=120, stream=True))
 deltas = [tc for ch in chunks if ch.choices for tc in (ch.choices[0].delta.tool_calls or [])]
-out["tool_required_stream"] = {"calls": [{"name": tc.function.name, "arguments": json.loads(tc.function.arguments)} for tc in deltas],
+# Streamed call by call: each opens with its id and name, then its arguments come in pieces.
+joined = {}
+for tc in deltas:
+    call = joined.setdefault(tc.index, {"name": None, "arguments": "", "ids": 0})
+    call["name"] = call["name"] or tc.function.name
+    call["arguments"] += tc.function.arguments or ""
+    call["ids"] += 1 if tc.id else 0
+out["tool_required_stream"] = {"calls": [{"name": v["name"], "arguments": json.loads(v["arguments"]), "ids": v["ids"]} for _, v in sorted(joined.items())],
+                               "pieces": len(deltas),
                                "finish": [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason]}
 turn = wq + [{"role": "assistant", "content": None, "tool_calls": [{"id": first.id, "type": "function",
              "function": {"name": "get_weather", "arguments": first.function.arguments}}]},
@@ -279,6 +291,7 @@ out["errors"] = {
     "two_formats": error(lambda: c.chat.completions.create(model="alice/smollm", messages=q, response_format={"type": "json_object"},
         extra_body={"structured_outputs": {"regex": "a+"}})),
     "bad_regex": error(lambda: c.chat.completions.create(model="alice/smollm", messages=q, extra_body={"guided_regex": "(a"})),
+    "bad_gbnf": error(lambda: c.chat.completions.create(model="alice/smollm", messages=q, extra_body={"guided_grammar": "root ::= answer"})),
     "tool_choice_without_tools": error(lambda: c.chat.completions.create(model="alice/smollm", messages=q, tool_choice="required")),
     "forced_call_and_format": error(lambda: c.chat.completions.create(model="alice/smollm", messages=q, tools=tools,
         tool_choice="required", response_format={"type": "json_object"})),
@@ -367,6 +380,7 @@ async fn the_openai_sdk_gets_chat_completions_and_embeddings() {
     let regex = out["regex"].as_str().unwrap();
     assert!(regex.starts_with(' ') && regex.ends_with('.') && regex[1..2].chars().all(char::is_uppercase), "{regex:?}");
     assert!(["Yes.", "No."].contains(&out["grammar"].as_str().unwrap()), "{}", out["grammar"]);
+    assert_eq!(out["gbnf"], out["grammar"], "GBNF and Lark constrain alike");
     // Tools. A named function: one call of it, arguments matching its schema, `stop` as OpenAI
     // answers forced calls.
     let named = &out["tool_named"];
@@ -399,6 +413,14 @@ async fn the_openai_sdk_gets_chat_completions_and_embeddings() {
         v.as_array().unwrap().iter().map(|c| (c["name"].clone(), c["arguments"].clone())).collect::<Vec<_>>()
     };
     assert_eq!(names(&required_stream["calls"]), names(&required["calls"]), "{required_stream}");
+    assert!(
+        required_stream["calls"].as_array().unwrap().iter().all(|c| c["ids"] == 1),
+        "one id per call: {required_stream}"
+    );
+    assert!(
+        required_stream["pieces"].as_u64().unwrap() > required["calls"].as_array().unwrap().len() as u64 + 2,
+        "arguments streamed in pieces: {required_stream}"
+    );
     assert_eq!(required_stream["finish"], json!(["tool_calls"]), "{required_stream}");
     // The call and its result go back through the template; the answer is text (`auto`: SmolLM2
     // writes no `<tool_call>` blocks).
@@ -479,6 +501,7 @@ async fn the_openai_sdk_gets_chat_completions_and_embeddings() {
     expect("tool_choice_without_tools", 400, "invalid_request");
     expect("two_formats", 400, "invalid_request");
     expect("bad_regex", 400, "invalid_request");
+    expect("bad_gbnf", 400, "invalid_request");
     assert_eq!(errors["two_formats"]["param"], "structured_outputs");
     expect("forced_call_and_format", 400, "invalid_request");
     expect("logit_bias_not_an_id", 400, "invalid_request");

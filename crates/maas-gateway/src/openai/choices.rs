@@ -8,6 +8,7 @@ use std::sync::Arc;
 use maas_runtime::generate::{FinishReason, Logprobs, PromptToken, TokenLogprob};
 use serde_json::{Map, Value, json};
 
+use super::call_list::CallList;
 use super::generation::Usage;
 use super::tools::{ToolCall, ToolChoice, Tools};
 
@@ -41,12 +42,15 @@ pub struct Shape {
 }
 
 /// A streamed chat choice's answer when tools may be called: the text so far, how much of it
-/// went out as content, and the call being streamed (a named function's arguments).
+/// went out as content, the log-probabilities of the text held back, and the calls streamed so
+/// far (a named function's, or those of a `required` list, each with the arguments sent).
 #[derive(Debug, Default)]
 pub struct Held {
     text: String,
     sent: usize,
-    call: Option<ToolCall>,
+    logprobs: Vec<Logprobs>,
+    calls: Vec<ToolCall>,
+    list: CallList,
 }
 
 fn reason(r: FinishReason) -> &'static str {
@@ -162,8 +166,9 @@ impl Shape {
     }
 
     /// The chunks of new text of choice `index` of a stream (`offset` as for
-    /// [`Shape::delta`]); with tools, what may be part of a call is held back in `held`, and a
-    /// named function's arguments go out as they come.
+    /// [`Shape::delta`]); with tools, what may be part of a call is held back in `held` (with
+    /// its tokens' log-probabilities), and forced calls go out as they are written: a call opens
+    /// with its id and name, then its arguments come piece by piece.
     pub fn stream_delta(
         &self,
         index: usize,
@@ -177,25 +182,29 @@ impl Shape {
             return if any { vec![self.delta(index, text, logprobs, offset)] } else { Vec::new() };
         };
         held.text.push_str(text);
-        if let ToolChoice::Named(name) = &tools.choice {
-            if text.is_empty() {
-                return Vec::new();
+        let calls = match &tools.choice {
+            ToolChoice::Named(name) => {
+                held.sent = held.text.len();
+                stream_calls(&mut held.calls, [(name.as_str(), held.text.as_str())])
             }
-            held.sent = held.text.len();
-            let call = match &held.call {
-                // The first piece opens the call: its id, type and name.
-                None => held.call.insert(ToolCall::new(name.clone(), text.to_owned())).delta_json(0),
-                Some(_) => json!({ "index": 0, "function": { "arguments": text } }),
-            };
-            return vec![self.tool_call_chunk(index, vec![call])];
-        }
-        let ready = tools.streamable(&held.text);
-        if ready <= held.sent {
-            return Vec::new();
-        }
-        let content = held.text[held.sent..ready].to_owned();
-        held.sent = ready;
-        vec![self.delta(index, &content, logprobs, offset)]
+            ToolChoice::Required { .. } => {
+                held.list.push(text);
+                let listed = held.list.calls().iter().map_while(|c| Some((c.name.as_deref()?, c.arguments.as_str())));
+                stream_calls(&mut held.calls, listed)
+            }
+            ToolChoice::None | ToolChoice::Auto => {
+                held.logprobs.extend_from_slice(logprobs);
+                let ready = tools.streamable(&held.text);
+                if ready <= held.sent {
+                    return Vec::new();
+                }
+                let content = held.text[held.sent..ready].to_owned();
+                held.sent = ready;
+                let logprobs = std::mem::take(&mut held.logprobs);
+                return vec![self.delta(index, &content, &logprobs, offset)];
+            }
+        };
+        if calls.is_empty() { Vec::new() } else { vec![self.tool_call_chunk(index, calls)] }
     }
 
     /// The chunks that end choice `index` of a stream: with tools, the calls read from what was
@@ -204,10 +213,15 @@ impl Shape {
         let Some(tools) = self.tools.as_deref() else { return vec![self.finished(index, finish)] };
         let mut chunks = Vec::new();
         let mut finish_reason = reason(finish);
-        if held.call.is_none() && held.sent < held.text.len() {
+        let stop = finish == FinishReason::Stop;
+        if !held.calls.is_empty() && stop && tools.finish_as_tool_calls() {
+            finish_reason = "tool_calls";
+        }
+        if held.calls.is_empty() && held.sent < held.text.len() {
             let reading = tools.read(&held.text[held.sent..]);
             if let Some(content) = reading.content.filter(|c| !c.is_empty()) {
-                chunks.push(self.delta(index, &content, &[], &mut 0));
+                let logprobs = std::mem::take(&mut held.logprobs);
+                chunks.push(self.delta(index, &content, &logprobs, &mut 0));
             }
             if !reading.calls.is_empty() {
                 chunks.push(
@@ -216,7 +230,7 @@ impl Shape {
                         reading.calls.iter().enumerate().map(|(i, c)| c.delta_json(i)).collect(),
                     ),
                 );
-                if finish == FinishReason::Stop && tools.finish_as_tool_calls() {
+                if stop && tools.finish_as_tool_calls() {
                     finish_reason = "tool_calls";
                 }
             }
@@ -227,6 +241,7 @@ impl Shape {
         chunks
     }
 
+    /// A chunk of streamed calls (`calls`: their deltas).
     fn tool_call_chunk(&self, index: usize, calls: Vec<Value>) -> Value {
         let choice =
             json!({ "index": index, "delta": { "tool_calls": calls }, "finish_reason": null, "logprobs": null });
@@ -293,6 +308,29 @@ impl Shape {
         json!({ "tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top_logprobs,
                 "text_offset": text_offset })
     }
+}
+
+/// The deltas that bring the streamed `calls` up to `written` (each call's name and its arguments
+/// so far, in order): a new call opens with its id, type, name and arguments so far; a known
+/// one gets what was added to its arguments.
+fn stream_calls<'a>(calls: &mut Vec<ToolCall>, written: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<Value> {
+    let mut deltas = Vec::new();
+    for (i, (name, arguments)) in written.into_iter().enumerate() {
+        match calls.get_mut(i) {
+            None => {
+                let call = ToolCall::new(name.to_owned(), arguments.to_owned());
+                deltas.push(call.delta_json(i));
+                calls.push(call);
+            }
+            Some(call) if arguments.len() > call.arguments.len() => {
+                let piece = &arguments[call.arguments.len()..];
+                deltas.push(json!({ "index": i, "function": { "arguments": piece } }));
+                call.arguments.push_str(piece);
+            }
+            Some(_) => {}
+        }
+    }
+    deltas
 }
 
 #[cfg(test)]
@@ -387,6 +425,61 @@ mod tests {
         assert_eq!(message["tool_calls"][0]["function"]["arguments"], r#"{"city": "Paris"}"#);
         assert!(message["tool_calls"][0].get("index").is_none(), "a message's calls have no index");
         assert_eq!(whole["choices"][0]["finish_reason"], "stop");
+    }
+
+    #[test]
+    fn required_calls_stream_call_by_call_as_they_are_written() {
+        let shape = Shape::new(true, false, "a/m".into()).with_tools(weather_tools(json!("required")));
+        let mut held = Held::default();
+        let mut deltas = Vec::new();
+        for piece in [
+            "[{\"name\": \"get_wea",
+            "ther\", \"parameters\": {\"city\": ",
+            "\"Paris\"}}, {\"name\": \"get_weather\", \"parameters\": {\"ci",
+            "ty\": \"Lyon\"}}]",
+        ] {
+            let chunks = shape.stream_delta(0, piece, &[], &mut 0, &mut held);
+            deltas.push(
+                chunks
+                    .iter()
+                    .flat_map(|c| c["choices"][0]["delta"]["tool_calls"].as_array().unwrap().clone())
+                    .collect::<Vec<_>>(),
+            );
+        }
+        assert!(deltas[0].is_empty(), "nothing before the name is whole: {:?}", deltas[0]);
+        let opened = &deltas[1][0];
+        assert_eq!((&opened["index"], &opened["function"]["name"]), (&json!(0), &json!("get_weather")));
+        assert!(opened["id"].as_str().unwrap().starts_with("call_"));
+        assert_eq!(opened["function"]["arguments"], "{\"city\": ");
+        assert_eq!(deltas[2][0], json!({"index": 0, "function": {"arguments": "\"Paris\"}"}}));
+        assert_eq!((&deltas[2][1]["index"], &deltas[2][1]["function"]["arguments"]), (&json!(1), &json!("{\"ci")));
+        assert_eq!(deltas[3], [json!({"index": 1, "function": {"arguments": "ty\": \"Lyon\"}"}})]);
+        let end = shape.stream_finished(0, FinishReason::Stop, &mut held);
+        assert_eq!(end.len(), 1, "{end:?}");
+        assert_eq!(end[0]["choices"][0]["finish_reason"], "tool_calls");
+    }
+
+    #[test]
+    fn held_back_text_keeps_its_logprobs() {
+        let shape = Shape::new(true, true, "a/m".into()).with_tools(weather_tools(json!("auto")));
+        let mut held = Held::default();
+        let tokens = |chunks: &[Value]| -> Vec<Value> {
+            chunks
+                .iter()
+                .flat_map(|c| c["choices"][0]["logprobs"]["content"].as_array().cloned().unwrap_or_default())
+                .collect()
+        };
+        assert_eq!(shape.stream_delta(0, "1 <", &[entry(1, "1 <", -0.5, &[])], &mut 0, &mut held).len(), 1);
+        let sent = shape.stream_delta(0, "t", &[entry(2, "t", -1.0, &[])], &mut 0, &mut held);
+        assert!(sent.is_empty(), "\"<t\" may open a call: {sent:?}");
+        let sent = shape.stream_delta(0, "o b", &[entry(3, "o b", -2.0, &[])], &mut 0, &mut held);
+        assert_eq!(sent[0]["choices"][0]["delta"]["content"], "<to b");
+        let logprobs: Vec<Value> = tokens(&sent).iter().map(|t| t["logprob"].clone()).collect();
+        assert_eq!(logprobs, [json!(-1.0), json!(-2.0)], "the held token goes out with the text");
+        assert!(shape.stream_delta(0, "<", &[entry(4, "<", -3.0, &[])], &mut 0, &mut held).is_empty());
+        let end = shape.stream_finished(0, FinishReason::Length, &mut held);
+        assert_eq!(end[0]["choices"][0]["delta"]["content"], "<");
+        assert_eq!(tokens(&end)[0]["logprob"], json!(-3.0));
     }
 
     #[test]

@@ -74,7 +74,8 @@ pub struct Sampling {
     #[schema(value_type = Option<Object>)]
     pub response_format: Option<Value>,
     /// Not in OpenAI's API; vLLM's: exactly one of `json` (a JSON Schema), `regex`, `choice`
-    /// (a list of texts), `grammar` (llguidance's Lark syntax) or `json_object: true`.
+    /// (a list of texts), `grammar` (llguidance's Lark syntax, or llama.cpp's GBNF) or
+    /// `json_object: true`.
     #[schema(value_type = Option<Object>)]
     pub structured_outputs: Option<Value>,
     /// vLLM's older names of `structured_outputs`' members.

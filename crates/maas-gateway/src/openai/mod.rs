@@ -7,6 +7,7 @@
 //! Errors have the OpenAI shape `{"error": {"message", "type", "code", "param"}}`, with our
 //! stable `code`.
 
+pub mod call_list;
 pub mod chat;
 pub mod choices;
 pub mod completions;

@@ -5,7 +5,7 @@
 //! | --- | --- |
 //! | `"none"` | no tools; the answer is text |
 //! | `"auto"` (the default when tools are given) | the tools, through the chat template; the answer is text, unless the model writes Hermes-style `<tool_call>{"name": …, "arguments": …}</tool_call>` blocks (Qwen2/2.5/3, Hermes and others), or the whole answer is bare JSON calls — `{"name": …, "parameters": …}` (Llama 3.1+) or a list of `{"name": …, "arguments": …}` (Mistral, after its `[TOOL_CALLS]` token, which has no text) — naming given tools: those become `tool_calls` |
-//! | `"required"` | decoding constrained to a JSON list of one or more calls of the given tools, `[{"name": …, "parameters": …}]` (one with `parallel_tool_calls: false`), as vLLM does |
+//! | `"required"` | decoding constrained to a JSON list of one or more calls of the given tools, `[{"name": …, "parameters": …}]` (one with `parallel_tool_calls: false`), as vLLM does; streamed call by call as it is written ([`super::call_list`]) |
 //! | `{"type": "function", "function": {"name": …}}` | decoding constrained to that function's `parameters` schema: the answer is its arguments |
 //!
 //! Forced calls (the last two rows) work with any model, since the grammar writes the call's
@@ -14,6 +14,7 @@
 use maas_runtime::generate::structured::OutputFormat;
 use serde_json::{Value, json};
 
+use super::call_list::{CallList, ListedCall};
 use crate::error::ApiError;
 
 const OPEN: &str = "<tool_call>";
@@ -213,9 +214,12 @@ impl Tools {
                 Reading { content: None, calls: vec![ToolCall::new(name.clone(), text.to_owned())] }
             }
             ToolChoice::Required { .. } => {
-                let calls = serde_json::from_str::<Vec<Value>>(text).ok().and_then(|list| {
-                    list.iter().map(|c| self.call(c.get("name")?, c.get("parameters")?)).collect::<Option<Vec<_>>>()
-                });
+                let mut list = CallList::default();
+                list.push(text);
+                let calls = list
+                    .closed()
+                    .then(|| list.calls().iter().map(|c| self.listed(c)).collect::<Option<Vec<_>>>())
+                    .flatten();
                 match calls {
                     Some(calls) if !calls.is_empty() => Reading { content: None, calls },
                     // Cut short (max_tokens): the text as it is.
@@ -270,6 +274,13 @@ impl Tools {
             .map(|c| self.call(c.get("name")?, c.get("arguments").or_else(|| c.get("parameters"))?))
             .collect::<Option<Vec<_>>>()?;
         (!calls.is_empty()).then_some(calls)
+    }
+
+    /// A whole call of a `required` list naming a given function; its arguments as written.
+    fn listed(&self, call: &ListedCall) -> Option<ToolCall> {
+        let name = call.name.as_deref().filter(|n| self.functions.iter().any(|f| f.name == *n))?;
+        serde_json::from_str::<Value>(&call.arguments).ok()?;
+        call.complete.then(|| ToolCall::new(name.to_owned(), call.arguments.clone()))
     }
 
     /// A call of a given function (`arguments` an object, or a JSON text of one).
@@ -368,7 +379,7 @@ mod tests {
             r#"[{"name": "get_weather", "parameters": {"city": "Paris"}}, {"name": "get_time", "parameters": {}}]"#,
         );
         let calls: Vec<(&str, &str)> = reading.calls.iter().map(|c| (c.name.as_str(), c.arguments.as_str())).collect();
-        assert_eq!(calls, [("get_weather", r#"{"city":"Paris"}"#), ("get_time", "{}")]);
+        assert_eq!(calls, [("get_weather", r#"{"city": "Paris"}"#), ("get_time", "{}")], "arguments as written");
         assert_eq!(required.read(r#"[{"name": "get_wea"#).calls, vec![], "cut short: text");
         let one = Tools::parse(&weather(), Some(&json!("required")), Some(false)).unwrap().unwrap();
         let Some(OutputFormat::JsonSchema(schema)) = one.forced_format() else { panic!() };

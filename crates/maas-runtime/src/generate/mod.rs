@@ -9,7 +9,8 @@
 //! - [`template`]: chat templates from the model's files, rendered with minijinja.
 //! - [`sampler`]: temperature, top-k, top-p, penalties and seeds over one logits row.
 //! - [`structured`]: decoding constrained to JSON or a JSON Schema (`response_format`, forced
-//!   tool calls), through llguidance.
+//!   tool calls), a regex, choices or a grammar, through llguidance; [`gbnf`] translates
+//!   llama.cpp's GBNF grammars to llguidance's Lark.
 //! - [`text`]: turning token pieces back into UTF-8 text, and stop sequences.
 //! - [`scheduler`]: a [`GenerationReplica`]: one engine on its own thread; requests join and
 //!   leave the running batch between decode steps; tokens stream back through a channel.
@@ -20,6 +21,7 @@
 pub mod candle_lm;
 mod decoder;
 pub mod engine;
+pub mod gbnf;
 pub mod llama_cpp;
 pub mod sampler;
 pub mod scheduler;

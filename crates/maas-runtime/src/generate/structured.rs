@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 
 use super::LmEngine;
+use super::gbnf::{self, GbnfError};
 use crate::RuntimeError;
 
 /// What the output must be.
@@ -33,31 +34,35 @@ pub enum OutputFormat {
     Regex(String),
     /// Exactly one of these texts.
     Choice(Vec<String>),
-    /// Text of this context-free grammar, in llguidance's Lark syntax (`start` is the root).
+    /// Text of this context-free grammar, in llguidance's Lark syntax (`start` is the root)
+    /// or llama.cpp's GBNF (`root ::= …`, translated by [`super::gbnf`]).
     Grammar(String),
 }
 
 impl OutputFormat {
     /// The grammar llguidance compiles. JSON schemas get the layout options (unless the caller
     /// gave llguidance's own `x-guidance` options); choices become an alternation of escaped
-    /// texts.
-    fn grammar(&self) -> TopLevelGrammar {
+    /// texts; GBNF grammars are translated to Lark (a GBNF mistake is the error).
+    fn grammar(&self) -> Result<TopLevelGrammar, GbnfError> {
         let mut schema = match self {
             OutputFormat::JsonObject => json!({"type": "object"}),
             OutputFormat::JsonSchema(schema) => schema.clone(),
-            OutputFormat::Regex(regex) => return TopLevelGrammar::from_regex(regex),
+            OutputFormat::Regex(regex) => return Ok(TopLevelGrammar::from_regex(regex)),
             OutputFormat::Choice(choices) => {
                 let alternatives: Vec<String> = choices.iter().map(|c| escape_regex(c)).collect();
-                return TopLevelGrammar::from_regex(&format!("({})", alternatives.join("|")));
+                return Ok(TopLevelGrammar::from_regex(&format!("({})", alternatives.join("|"))));
             }
-            OutputFormat::Grammar(lark) => return TopLevelGrammar::from_lark(lark.clone()),
+            OutputFormat::Grammar(gbnf) if gbnf::is_gbnf(gbnf) => {
+                return Ok(TopLevelGrammar::from_lark(gbnf::to_lark(gbnf)?));
+            }
+            OutputFormat::Grammar(lark) => return Ok(TopLevelGrammar::from_lark(lark.clone())),
         };
         if let Value::Object(map) = &mut schema {
             map.entry("x-guidance").or_insert_with(
                 || json!({"whitespace_flexible": false, "key_separator": ": ", "item_separator": ", "}),
             );
         }
-        TopLevelGrammar::from_json_schema(schema)
+        Ok(TopLevelGrammar::from_json_schema(schema))
     }
 }
 
@@ -121,10 +126,11 @@ impl Grammars {
             OutputFormat::Choice(_) => "the choices",
             OutputFormat::Grammar(_) => "the grammar",
         };
-        let parser = self
-            .factory
-            .create_parser(format.grammar())
-            .map_err(|e| RuntimeError::InvalidInput(format!("structured output: {what} cannot be enforced: {e}")))?;
+        let refused = |e: &dyn std::fmt::Display| {
+            RuntimeError::InvalidInput(format!("structured output: {what} cannot be enforced: {e}"))
+        };
+        let grammar = format.grammar().map_err(|e| refused(&e))?;
+        let parser = self.factory.create_parser(grammar).map_err(|e| refused(&e))?;
         Ok(OutputConstraint { matcher: Matcher::new(Ok(parser)), eos_tokens: self.eos_tokens.clone(), eos: self.eos })
     }
 }
@@ -284,5 +290,41 @@ mod tests {
         assert_eq!(allowed(&mut grammar), vec!["name", "age"]);
         feed(&mut grammar, "age: 21");
         assert!(allowed(&mut grammar).contains(&"<|im_end|>"));
+    }
+
+    #[test]
+    fn gbnf_grammars_are_enforced_like_lark() {
+        let gbnf = OutputFormat::Grammar(
+            "root ::= field \":\" [ ]? num # llama.cpp syntax\nfield ::= \"name\" | \"age\"\nnum ::= [1-2]{1,3}".into(),
+        );
+        let mut grammar = grammars().constrain(&gbnf).unwrap();
+        assert_eq!(allowed(&mut grammar), vec!["name", "age"]);
+        feed(&mut grammar, "age:");
+        assert_eq!(allowed(&mut grammar), vec![" ", "1", "2"]);
+        feed(&mut grammar, " 212");
+        assert_eq!(allowed(&mut grammar), vec!["<|im_end|>"], "at most three digits");
+
+        // A JSON grammar in the style of llama.cpp's grammars/json.gbnf: nested groups over
+        // several lines, classes with escapes, bounded repetition.
+        let json = r#"
+root   ::= object
+value  ::= object | array | string | number | ("true" | "false" | "null") ws
+object ::=
+  "{" ws (
+            string ":" ws value
+    ("," ws string ":" ws value)*
+  )? "}" ws
+array  ::= "[" ws ( value ("," ws value)* )? "]" ws
+string ::= "\"" ( [^"\\\x7F\x00-\x1F] | "\\" (["\\bfnrt] | "u" [0-9a-fA-F]{4}) )* "\"" ws
+number ::= ("-"? ([0-9] | [1-9] [0-9]{0,15})) ("." [0-9]+)? ([eE] [-+]? [0-9] [1-9]{0,15})? ws
+ws ::= | " " | "\n" [ \t]{0,20}
+"#;
+        let mut grammar = grammars().constrain(&OutputFormat::Grammar(json.into())).unwrap();
+        assert_eq!(allowed(&mut grammar), vec!["{"]);
+        feed(&mut grammar, "{\"name\": 12, \"Bob\":\n true}");
+        assert!(allowed(&mut grammar).contains(&"<|im_end|>"), "the object is complete");
+
+        let err = grammars().constrain(&OutputFormat::Grammar("root ::= nope".into())).err().unwrap();
+        assert!(err.to_string().contains("GBNF line 1: rule 'nope' is used but not defined"), "{err}");
     }
 }
