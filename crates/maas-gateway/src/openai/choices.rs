@@ -194,7 +194,7 @@ impl Shape {
             }
             ToolChoice::None | ToolChoice::Auto => {
                 held.logprobs.extend_from_slice(logprobs);
-                let ready = tools.streamable(&held.text);
+                let ready = tools.streamable(&held.text, held.sent);
                 if ready <= held.sent {
                     return Vec::new();
                 }

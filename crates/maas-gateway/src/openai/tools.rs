@@ -293,18 +293,21 @@ impl Tools {
         Some(ToolCall::new(name.to_owned(), arguments))
     }
 
-    /// For streams: how much of the answer so far (`text`) can go out as content now. Forced
-    /// calls send no content; `auto` holds back from a `<tool_call>` on, a tail that may begin
-    /// one, and an answer that so far is only JSON (it may be bare calls).
-    pub fn streamable(&self, text: &str) -> usize {
+    /// For streams: how much of the answer so far (`text`, of which the first `sent` bytes went
+    /// out already) can go out as content now. Forced calls send no content; `auto` holds back
+    /// from a `<tool_call>` on, a tail that may begin one, and an answer that so far is only
+    /// JSON (it may be bare calls). Only the text after `sent` is searched: what went out
+    /// holds no part of a `<tool_call>`.
+    pub fn streamable(&self, text: &str, sent: usize) -> usize {
+        let rest = &text[sent..];
         match self.choice {
             ToolChoice::None => text.len(),
             ToolChoice::Named(_) | ToolChoice::Required { .. } => 0,
-            ToolChoice::Auto if matches!(text.trim_start().bytes().next(), None | Some(b'{' | b'[')) => 0,
-            ToolChoice::Auto => match text.find(OPEN) {
-                Some(start) => start,
+            ToolChoice::Auto if sent == 0 && matches!(text.trim_start().bytes().next(), None | Some(b'{' | b'[')) => 0,
+            ToolChoice::Auto => match rest.find(OPEN) {
+                Some(start) => sent + start,
                 None => {
-                    (1..OPEN.len()).rev().find(|&n| text.ends_with(&OPEN[..n])).map_or(text.len(), |n| text.len() - n)
+                    (1..OPEN.len()).rev().find(|&n| rest.ends_with(&OPEN[..n])).map_or(text.len(), |n| text.len() - n)
                 }
             },
         }
@@ -425,13 +428,15 @@ mod tests {
     #[test]
     fn streams_hold_back_what_may_become_a_call() {
         let auto = tools(json!("auto"));
-        assert_eq!(auto.streamable("Hello"), 5);
-        assert_eq!(auto.streamable("Hello <tool"), 6);
-        assert_eq!(auto.streamable("Hello <tool_call>{\"na"), 6);
-        assert_eq!(auto.streamable("a < b"), 5);
-        assert_eq!(auto.streamable("  {\"name\": "), 0, "JSON from the start may be a bare call");
-        assert_eq!(auto.streamable("Use {braces}"), 12);
-        assert_eq!(tools(json!("required")).streamable("[{"), 0);
+        assert_eq!(auto.streamable("Hello", 0), 5);
+        assert_eq!(auto.streamable("Hello <tool", 0), 6);
+        assert_eq!(auto.streamable("Hello <tool_call>{\"na", 0), 6);
+        assert_eq!(auto.streamable("Hello <tool_call>{\"na", 6), 6, "from what went out");
+        assert_eq!(auto.streamable("a < b", 0), 5);
+        assert_eq!(auto.streamable("  {\"name\": ", 0), 0, "JSON from the start may be a bare call");
+        assert_eq!(auto.streamable("Use {braces}", 0), 12);
+        assert_eq!(auto.streamable("Use {braces}", 4), 12, "JSON after text is text");
+        assert_eq!(tools(json!("required")).streamable("[{", 0), 0);
     }
 
     #[test]
