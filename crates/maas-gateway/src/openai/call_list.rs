@@ -78,25 +78,16 @@ impl CallList {
             // The value ends at the call's own `,` or `}`, outside any string or nesting.
             let ends = !self.in_string && self.depth == 2 && matches!(c, ',' | '}');
             if !ends {
-                self.track(c);
-                if let Some(call) = self.calls.last_mut() {
-                    call.arguments.push(c);
-                }
+                self.argument(c);
                 return;
             }
             self.slot = Slot::Other;
         }
         if self.in_string {
-            if self.escaped {
-                self.escaped = false;
-            } else if c == '\\' {
-                self.escaped = true;
-            } else if c == '"' {
-                self.in_string = false;
+            self.track(c);
+            if !self.in_string {
                 self.string_ended();
-                return;
-            }
-            if matches!(self.slot, Slot::Key | Slot::Name) {
+            } else if matches!(self.slot, Slot::Key | Slot::Name) {
                 self.raw.push(c);
             }
             return;
@@ -104,10 +95,7 @@ impl CallList {
         if self.depth == 2 && self.slot == Slot::AfterKey(Field::Parameters) && !c.is_whitespace() && c != ':' {
             // The first character of the arguments.
             self.slot = Slot::Arguments;
-            self.track(c);
-            if let Some(call) = self.calls.last_mut() {
-                call.arguments.push(c);
-            }
+            self.argument(c);
             return;
         }
         match (self.depth, c) {
@@ -130,6 +118,14 @@ impl CallList {
             _ => {}
         }
         self.track(c);
+    }
+
+    /// A character of the current call's arguments.
+    fn argument(&mut self, c: char) {
+        self.track(c);
+        if let Some(call) = self.calls.last_mut() {
+            call.arguments.push(c);
+        }
     }
 
     /// Follows strings and nesting.
