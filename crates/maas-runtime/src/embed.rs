@@ -805,9 +805,7 @@ fn lane_sum(v: &[f32], f: impl Fn(f32) -> f32) -> f32 {
             lanes[l] += f(chunk[l]);
         }
     }
-    let [a0, a1, a2, a3, a4, a5, a6, a7] = lanes;
-    let quarter = [a0 + a4, a1 + a5, a2 + a6, a3 + a7];
-    (quarter[0] + quarter[2]) + (quarter[1] + quarter[3]) + tail
+    tree_sum(lanes) + tail
 }
 
 /// The dot product of `a` and `b` in eight interleaved sums, so that it vectorises (a single
@@ -821,11 +819,15 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
             lanes[l] += x[l] * y[l];
         }
     }
-    // Halves added pairwise (a tree of three additions rather than a chain of eight: the
-    // chain's latency dominated short vectors such as a 32-wide attention head).
+    tree_sum(lanes) + tail
+}
+
+/// The sum of eight lanes, halves added pairwise: a tree of three additions rather than a
+/// chain of eight, whose latency dominated short vectors such as a 32-wide attention head.
+fn tree_sum(lanes: [f32; 8]) -> f32 {
     let [a0, a1, a2, a3, a4, a5, a6, a7] = lanes;
     let quarter = [a0 + a4, a1 + a5, a2 + a6, a3 + a7];
-    (quarter[0] + quarter[2]) + (quarter[1] + quarter[3]) + tail
+    (quarter[0] + quarter[2]) + (quarter[1] + quarter[3])
 }
 
 /// `out = Σⱼ weights[j] · rows[j]`, `rows` holding rows of `out.len()` values. The sums of

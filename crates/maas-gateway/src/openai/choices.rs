@@ -90,10 +90,7 @@ impl Shape {
             return plain;
         }
         let calls: Vec<Value> = reading.calls.iter().map(ToolCall::json).collect();
-        let finish = match finish {
-            Some(FinishReason::Stop) if tools.finish_as_tool_calls() => Some("tool_calls"),
-            other => other.map(reason),
-        };
+        let finish = finish.map(|f| after_calls(tools, f));
         (json!({ "role": "assistant", "content": reading.content, "tool_calls": calls }), finish)
     }
 
@@ -212,11 +209,6 @@ impl Shape {
     pub fn stream_finished(&self, index: usize, finish: FinishReason, held: &mut Held) -> Vec<Value> {
         let Some(tools) = self.tools.as_deref() else { return vec![self.finished(index, finish)] };
         let mut chunks = Vec::new();
-        let mut finish_reason = reason(finish);
-        let stop = finish == FinishReason::Stop;
-        if !held.calls.is_empty() && stop && tools.finish_as_tool_calls() {
-            finish_reason = "tool_calls";
-        }
         if held.calls.is_empty() && held.sent < held.text.len() {
             let reading = tools.read(&held.text[held.sent..]);
             if let Some(content) = reading.content.filter(|c| !c.is_empty()) {
@@ -230,12 +222,11 @@ impl Shape {
                         reading.calls.iter().enumerate().map(|(i, c)| c.delta_json(i)).collect(),
                     ),
                 );
-                if stop && tools.finish_as_tool_calls() {
-                    finish_reason = "tool_calls";
-                }
+                held.calls = reading.calls;
             }
             held.sent = held.text.len();
         }
+        let finish_reason = if held.calls.is_empty() { reason(finish) } else { after_calls(tools, finish) };
         let choice = json!({ "index": index, "delta": {}, "finish_reason": finish_reason, "logprobs": null });
         chunks.push(self.envelope(json!([choice]), None));
         chunks
@@ -308,6 +299,12 @@ impl Shape {
         json!({ "tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top_logprobs,
                 "text_offset": text_offset })
     }
+}
+
+/// The finish reason of an answer that called tools: `tool_calls` for a model that stopped by
+/// itself (OpenAI answers a forced call of a named function with `stop`).
+fn after_calls(tools: &Tools, finish: FinishReason) -> &'static str {
+    if finish == FinishReason::Stop && tools.finish_as_tool_calls() { "tool_calls" } else { reason(finish) }
 }
 
 /// The deltas that bring the streamed `calls` up to `written` (each call's name and its arguments
