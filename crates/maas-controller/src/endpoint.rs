@@ -9,9 +9,9 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use maas_artifacts::{ArtifactStore, Digest};
 use maas_core::registry::{Model, ModelFile, ModelVersion};
-use maas_runtime::IoSpec;
 use maas_runtime::generate::scheduler::{GenerationConfig, GenerationReplica};
 use maas_runtime::replica::{Replica, ReplicaConfig, ReplicaState};
+use maas_runtime::{InferStats, IoSpec};
 use maas_store::DeploymentRow;
 use serde::Serialize;
 use tokio::io::AsyncWriteExt as _;
@@ -153,6 +153,29 @@ impl Endpoint {
             Replicas::Tensor(r) => r.iter().any(|r| matches!(r.state(), ReplicaState::Ready)),
             Replicas::Generate(r) => r.iter().any(|r| matches!(r.state(), ReplicaState::Ready)),
             Replicas::Upstream(_) => true,
+        }
+    }
+
+    /// What the tensor replicas serving now have served since they started, summed; `None`
+    /// for text generation and external engines.
+    pub fn stats(&self) -> Option<InferStats> {
+        match &*self.lock() {
+            Replicas::Generate(_) | Replicas::Upstream(_) => None,
+            Replicas::None => Some(InferStats::default()),
+            Replicas::Tensor(r) => Some(r.iter().fold(InferStats::default(), |mut all, r| {
+                all.merge(&r.stats());
+                all
+            })),
+        }
+    }
+
+    /// Tensor replicas started (in any state).
+    pub fn replica_count(&self) -> usize {
+        match &*self.lock() {
+            Replicas::Tensor(r) => r.len(),
+            Replicas::Generate(r) => r.len(),
+            Replicas::Upstream(_) => 1,
+            Replicas::None => 0,
         }
     }
 

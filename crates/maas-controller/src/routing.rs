@@ -162,6 +162,16 @@ impl Controller {
     /// caller's tenants (an API key: its own tenant) and those serving public models, sorted
     /// by name.
     pub async fn callable(&self, caller: &Caller) -> Result<Vec<Arc<Endpoint>>, ControllerError> {
+        self.visible(caller, true).await
+    }
+
+    /// The deployments of the caller's own tenants (every one for a platform admin's session):
+    /// those whose serving statistics it may read.
+    pub async fn owned(&self, caller: &Caller) -> Result<Vec<Arc<Endpoint>>, ControllerError> {
+        self.visible(caller, false).await
+    }
+
+    async fn visible(&self, caller: &Caller, public: bool) -> Result<Vec<Arc<Endpoint>>, ControllerError> {
         caller.require_scope(Scope::Infer)?;
         let own: Vec<maas_core::TenantId> = match caller.api_key() {
             Some(key) => vec![key.tenant_id],
@@ -171,7 +181,7 @@ impl Controller {
         let mut endpoints: Vec<Arc<Endpoint>> = self
             .endpoints()
             .values()
-            .filter(|e| admin || own.contains(&e.row.tenant_id) || e.model.visibility == Visibility::Public)
+            .filter(|e| admin || own.contains(&e.row.tenant_id) || (public && e.model.visibility == Visibility::Public))
             .cloned()
             .collect();
         endpoints.sort_by_key(|e| e.full_name());

@@ -21,6 +21,7 @@ pub mod generate;
 mod lifecycle;
 pub mod onnx;
 pub mod replica;
+pub mod stats;
 pub mod tensor;
 pub mod validate;
 
@@ -28,6 +29,7 @@ pub use backend::{Backend, IoSpec};
 pub use error::RuntimeError;
 pub use onnx::{OnnxBackend, OnnxConfig};
 pub use replica::{InferRequest, Loader, Replica, ReplicaConfig, ReplicaError, ReplicaState};
+pub use stats::InferStats;
 pub use tensor::{DataType, Tensor, TensorData};
 pub use validate::{validate, validate_outputs};
 

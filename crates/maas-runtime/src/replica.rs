@@ -23,6 +23,7 @@ use maas_core::{Coded, ErrorCode};
 use tokio::sync::oneshot;
 
 use crate::lifecycle::Lifecycle;
+use crate::stats::InferStats;
 use crate::tensor::element_count;
 use crate::validate::{validate, validate_outputs};
 use crate::{Backend, IoSpec, RuntimeError, Tensor};
@@ -119,6 +120,7 @@ type Reply = oneshot::Sender<Result<Vec<Tensor>, ReplicaError>>;
 struct Job {
     request: InferRequest,
     reply: Reply,
+    queued: Instant,
 }
 
 /// The model's signature, known once it is loaded.
@@ -137,6 +139,13 @@ struct Shared {
     depth: AtomicUsize,
     /// Moving average of one model run, in µs (for `retry_after`).
     run_micros: AtomicU64,
+    stats: Mutex<InferStats>,
+}
+
+impl Shared {
+    fn stats(&self) -> std::sync::MutexGuard<'_, InferStats> {
+        self.stats.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// One model replica; see the module docs. Dropping it stops it.
@@ -157,6 +166,7 @@ impl Replica {
             signature: OnceLock::new(),
             depth: AtomicUsize::new(0),
             run_micros: AtomicU64::new(0),
+            stats: Mutex::new(InferStats::default()),
         });
         let (sender, receiver) = mpsc::sync_channel(config.queue_capacity.max(1));
         let worker = Worker { shared: Arc::clone(&shared), config: config.clone(), receiver };
@@ -197,7 +207,13 @@ impl Replica {
         self.shared.depth.load(Ordering::Relaxed)
     }
 
+    /// What the replica has served since it started.
+    pub fn stats(&self) -> InferStats {
+        self.shared.stats().clone()
+    }
+
     /// Validates `request` against the model's signature, queues it and waits for the answer.
+    /// Counted in [`Replica::stats`] once the model is ready.
     pub async fn infer(&self, request: InferRequest) -> Result<Vec<Tensor>, ReplicaError> {
         if !self.shared.life.is_ready() {
             return Err(self.shared.life.not_ready());
@@ -205,6 +221,14 @@ impl Replica {
         let Some(signature) = self.shared.signature.get() else {
             return Err(self.shared.life.not_ready());
         };
+        let started = Instant::now();
+        let rows = batch_rows(&request).unwrap_or(1) as u64;
+        let result = self.queue_and_wait(signature, request).await;
+        self.shared.stats().finished(result.is_ok(), rows, started.elapsed());
+        result
+    }
+
+    async fn queue_and_wait(&self, signature: &Signature, request: InferRequest) -> Result<Vec<Tensor>, ReplicaError> {
         validate(&request.inputs, &signature.inputs)?;
         validate_outputs(&request.outputs, &signature.outputs)?;
         let (reply, answer) = oneshot::channel();
@@ -215,7 +239,7 @@ impl Replica {
             };
             // Counted before sending so that the worker's decrement never comes first.
             self.shared.depth.fetch_add(1, Ordering::Relaxed);
-            match sender.try_send(Job { request, reply }) {
+            match sender.try_send(Job { request, reply, queued: Instant::now() }) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => {
                     let depth = self.shared.depth.fetch_sub(1, Ordering::Relaxed);
@@ -395,8 +419,10 @@ impl Worker {
     /// replica is then failed and stops serving).
     fn run_batch(&self, backend: &mut dyn Backend, batch: Vec<Job>) -> bool {
         let started = Instant::now();
+        let queued: Vec<Duration> = batch.iter().map(|job| started.saturating_duration_since(job.queued)).collect();
         let (requests, replies): (Vec<InferRequest>, Vec<Reply>) =
             batch.into_iter().map(|job| (job.request, job.reply)).unzip();
+        let total_rows: usize = requests.iter().map(|r| batch_rows(r).unwrap_or(1)).sum();
         let outputs = requests.first().map(|r| r.outputs.clone()).unwrap_or_default();
         let single = requests.len() == 1;
         let rows: Vec<usize> =
@@ -412,21 +438,31 @@ impl Worker {
                 }
             }
         };
+        let gathered = Instant::now();
         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| backend.infer(inputs, &outputs)));
-        self.record(started.elapsed());
-        match ran {
+        let finished = Instant::now();
+        self.record(finished - started);
+        let answered = match ran {
             Ok(Ok(results)) if single => {
                 let _ = replies.into_iter().next().map(|reply| reply.send(Ok(results)));
+                true
             }
             Ok(Ok(results)) => match split(results, &rows) {
                 Ok(parts) => {
                     for (reply, part) in replies.into_iter().zip(parts) {
                         let _ = reply.send(Ok(part));
                     }
+                    true
                 }
-                Err(e) => answer_all(replies, &e),
+                Err(e) => {
+                    answer_all(replies, &e);
+                    false
+                }
             },
-            Ok(Err(e)) => answer_all(replies, &e),
+            Ok(Err(e)) => {
+                answer_all(replies, &e);
+                false
+            }
             Err(panic) => {
                 let reason = format!("the backend panicked: {}", crate::panic_message(panic.as_ref()));
                 tracing::error!(replica = %self.shared.life.name, "{reason}");
@@ -435,6 +471,10 @@ impl Worker {
                 answer_all(replies, &RuntimeError::Inference(reason));
                 return false;
             }
+        };
+        if answered {
+            let steps = [gathered - started, finished - gathered, finished.elapsed()];
+            self.shared.stats().ran(&queued, total_rows as u64, steps);
         }
         true
     }

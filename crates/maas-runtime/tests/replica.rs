@@ -168,6 +168,38 @@ async fn concurrent_requests_are_batched_and_split_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn statistics_count_requests_rows_and_runs() {
+    let delayed = Setup { delay: Duration::from_millis(5), ..Default::default() };
+    let (replica, log) = start(delayed, config(8, 16)).await;
+    let calls: Vec<_> = (0..6)
+        .map(|k| {
+            let replica = replica.clone();
+            tokio::spawn(async move { replica.infer(request(k * 100, 2, &[])).await })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    let invalid = InferRequest { inputs: vec![], outputs: vec![] };
+    replica.infer(invalid).await.unwrap_err();
+    let stats = replica.stats();
+    let runs = log.batches();
+    assert_eq!(stats.inference_count, 12, "rows answered");
+    assert_eq!(stats.success.count, 6);
+    assert_eq!(stats.fail.count, 1, "the invalid request");
+    assert_eq!(stats.execution_count, runs.len() as u64);
+    assert_eq!(stats.queue.count, 6);
+    assert_eq!(stats.steps.compute_infer.count, 6, "each request counts its run");
+    // One entry per run, by its rows; each run slept 5 ms.
+    let by_size: u64 = stats.batches.iter().map(|(rows, steps)| rows * steps.compute_infer.count).sum();
+    assert_eq!(by_size, 12);
+    assert_eq!(stats.batches.values().map(|s| s.compute_infer.count).sum::<u64>(), runs.len() as u64);
+    assert!(stats.steps.compute_infer.ns >= 6 * 5_000_000);
+    assert!(stats.success.ns >= stats.steps.compute_infer.ns, "a request's time includes its run");
+    assert!(stats.last_inference_ms > 1_700_000_000_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn requests_of_several_rows_get_their_own_rows_back() {
     let (replica, log) = start(Setup::default(), config(8, 16)).await;
     let calls: Vec<_> = (0..10)

@@ -298,6 +298,7 @@ out["errors"] = {
     "logit_bias_not_an_id": error(lambda: c.chat.completions.create(model="alice/smollm", messages=q, logit_bias={"The": 5})),
     "logit_bias_outside": error(lambda: c.chat.completions.create(model="alice/smollm", messages=q, logit_bias={"999999": 5})),
     "empty_input": error(lambda: c.embeddings.create(model="alice/minilm", input="")),
+    "token_id_input": error(lambda: c.embeddings.create(model="alice/minilm", input=[[9906, 1917]])),
     "bad_key": error(lambda: openai.OpenAI(api_key="mk_nope", max_retries=0).models.list()),
 }
 print(json.dumps(out))
@@ -495,6 +496,8 @@ async fn the_openai_sdk_gets_chat_completions_and_embeddings() {
     expect("too_many_logprobs", 400, "invalid_request");
     expect("token_outside_vocabulary", 400, "invalid_request");
     expect("empty_input", 400, "invalid_request");
+    expect("token_id_input", 400, "invalid_request");
+    assert_eq!(errors["token_id_input"]["param"], "input");
     expect("unenforceable_schema", 400, "invalid_request");
     expect("schema_not_an_object", 400, "invalid_request");
     expect("unknown_tool", 400, "invalid_request");

@@ -234,7 +234,8 @@ async fn triton_clients_over_http_and_grpc() {
     for k in ["http_live", "http_ready", "grpc_live", "grpc_ready", "http_model_ready", "grpc_model_ready"] {
         assert_eq!(out[k], true, "{k}: {out}");
     }
-    let server = json!({ "name": "maas", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data"] });
+    let server = json!({ "name": "maas", "version": env!("CARGO_PKG_VERSION"),
+        "extensions": ["binary_tensor_data", "model_configuration", "statistics"] });
     assert_eq!(out["http_server"], server);
     assert_eq!(out["grpc_server"], server);
     let io = |names: [&str; 2]| names.map(|n| json!({ "name": n, "datatype": "INT32", "shape": [-1, 16] })).to_vec();
@@ -275,6 +276,111 @@ async fn triton_clients_over_http_and_grpc() {
     }
     error("http_no_key", "401");
     error("grpc_no_key", "StatusCode.UNAUTHENTICATED");
+}
+
+const TRITON_EXTENSIONS_SCRIPT: &str = r#"
+import json, os
+import numpy as np
+import tritonclient.http as httpclient
+import tritonclient.grpc as grpcclient
+
+http_url, grpc_url = os.environ["V2_HTTP"], os.environ["V2_GRPC"]
+key, simple = os.environ["V2_KEY"], os.environ["V2_MODEL"]
+hdr = lambda: {"authorization": f"Bearer {key}"}
+h = httpclient.InferenceServerClient(http_url)
+g = grpcclient.InferenceServerClient(grpc_url)
+out = {}
+
+def tensors(items):
+    # Proto JSON spells 64-bit integers as strings and leaves out zero values.
+    return [{"name": t["name"], "data_type": t["data_type"], "dims": [int(d) for d in t["dims"]]} for t in items]
+
+def config(c):
+    return {"name": c["name"], "platform": c["platform"], "max_batch_size": int(c.get("max_batch_size", 0)),
+            "input": tensors(c["input"]), "output": tensors(c["output"]),
+            "delay": int(c.get("dynamic_batching", {}).get("max_queue_delay_microseconds", -1)),
+            "instances": [(i["kind"], int(i["count"])) for i in c["instance_group"]]}
+
+out["http_config"] = config(h.get_model_config(simple, headers=hdr()))
+out["grpc_config"] = config(g.get_model_config(simple, headers=hdr(), as_json=True)["config"])
+
+for rows in (1, 1, 2):
+    a = np.arange(16 * rows, dtype=np.int32).reshape(rows, 16)
+    inputs = []
+    for name in ("INPUT0", "INPUT1"):
+        i = httpclient.InferInput(name, [rows, 16], "INT32")
+        i.set_data_from_numpy(a, binary_data=True)
+        inputs.append(i)
+    h.infer(simple, inputs, headers=hdr())
+
+def stats(s):
+    m = s["model_stats"]
+    d = lambda x: {"count": int(x.get("count", 0)), "has_ns": int(x.get("ns", 0)) > 0}
+    return [{"name": x["name"], "version": x["version"], "inference_count": int(x.get("inference_count", 0)),
+             "execution_count": int(x.get("execution_count", 0)), "recent": int(x.get("last_inference", 0)) > 0,
+             "success": d(x["inference_stats"]["success"]), "queue": d(x["inference_stats"]["queue"]),
+             "compute_infer": d(x["inference_stats"]["compute_infer"]),
+             "batches": {str(b["batch_size"]): int(b["compute_infer"]["count"]) for b in x.get("batch_stats", [])}}
+            for x in m]
+
+out["http_stats"] = stats(h.get_inference_statistics(simple, headers=hdr()))
+out["grpc_stats"] = stats(g.get_inference_statistics(simple, headers=hdr(), as_json=True))
+out["http_all_stats"] = [x["name"] for x in h.get_inference_statistics("", headers=hdr())["model_stats"]]
+out["grpc_all_stats"] = [x["name"] for x in g.get_inference_statistics("", headers=hdr(), as_json=True)["model_stats"]]
+out["http_extensions"] = h.get_server_metadata()["extensions"]
+print(json.dumps(out))
+"#;
+
+#[tokio::test]
+async fn triton_model_configuration_and_statistics() {
+    let (s, alice, key) = setup(ServerOptions::default()).await;
+    deploy(&s, &alice, "alice", "strings", "public", read(&onnx_dir().join("strings.onnx"))).await;
+    let python = std::env::var("MAAS_TEST_PYTHON").expect("MAAS_TEST_PYTHON is not set: use scripts/test.sh");
+    let output = std::process::Command::new(python)
+        .args(["-c", TRITON_EXTENSIONS_SCRIPT])
+        .env("V2_HTTP", s.url.trim_start_matches("http://"))
+        .env("V2_GRPC", &s.grpc_addr)
+        .env("V2_KEY", &key)
+        .env("V2_MODEL", "alice/simple")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}\nserver log:\n{}", String::from_utf8_lossy(&output.stderr), s.log_text());
+    let out: Value = serde_json::from_slice(output.stdout.trim_ascii()).unwrap();
+
+    // Batching 8 with a 2 ms delay: dims without the batch dimension, as Triton gives them.
+    let io = |names: [&str; 2]| names.map(|n| json!({ "name": n, "data_type": "TYPE_INT32", "dims": [16] })).to_vec();
+    let config = json!({ "name": "alice/simple", "platform": "onnxruntime_onnx", "max_batch_size": 8,
+        "input": io(["INPUT0", "INPUT1"]), "output": io(["OUTPUT0", "OUTPUT1"]), "delay": 2000,
+        "instances": [["KIND_CPU", 1]] });
+    assert_eq!(out["http_config"], config);
+    assert_eq!(out["grpc_config"], config);
+
+    // Three sequential requests of 1, 1 and 2 rows: three runs, four rows.
+    let timed = |count: u64| json!({ "count": count, "has_ns": true });
+    let stats = json!([{ "name": "alice/simple", "version": "1", "inference_count": 4, "execution_count": 3,
+        "recent": true, "success": timed(3), "queue": timed(3), "compute_infer": timed(3),
+        "batches": { "1": 2, "2": 1 } }]);
+    assert_eq!(out["http_stats"], stats);
+    assert_eq!(out["grpc_stats"], stats);
+    for k in ["http_all_stats", "grpc_all_stats"] {
+        assert_eq!(out[k], json!(["alice/simple", "alice/strings"]), "{k}");
+    }
+    assert_eq!(out["http_extensions"], json!(["binary_tensor_data", "model_configuration", "statistics"]));
+
+    // Another tenant may call alice's public model, not read its numbers.
+    let bob = user(&s, "bob").await.unwrap();
+    let bob_key = api_key(&s, &bob, "bob", &["infer"]).await;
+    let get = |path: &str| call(client().get(s.at(path)).bearer_auth(&bob_key));
+    let (status, body) = get("/v2/models/alice/strings/config").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["max_batch_size"], 8);
+    let (status, body) = get("/v2/models/alice/strings/stats").await;
+    assert_eq!((status, v2_code(&body)), (StatusCode::FORBIDDEN, "forbidden"), "{body}");
+    let (status, body) = get("/v2/models/stats").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, json!({ "model_stats": [] }));
+    let (status, body) = get("/v2/models/config").await;
+    assert_eq!((status, v2_code(&body)), (StatusCode::BAD_REQUEST, "invalid_request"), "{body}");
 }
 
 #[tokio::test]

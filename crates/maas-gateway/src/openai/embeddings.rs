@@ -49,7 +49,15 @@ fn texts(input: Input) -> Result<Vec<String>, ApiError> {
     let texts = match input {
         Input::One(t) => vec![t],
         Input::Many(v) => v,
-        Input::Tokens(_) => return Err(ApiError::invalid("input", "token-id inputs are not supported; send text")),
+        Input::Tokens(_) => {
+            // Token ids from another tokenizer (tiktoken's, as LangChain sends them by default)
+            // would be embedded as the wrong words: refused, with the setting that stops it.
+            return Err(ApiError::invalid(
+                "input",
+                "token-id inputs are not supported; send text (LangChain's OpenAIEmbeddings sends \
+                 tiktoken ids unless check_embedding_ctx_length=False)",
+            ));
+        }
     };
     if texts.is_empty() || texts.len() > MAX_INPUTS {
         return Err(ApiError::invalid("input", format!("input must hold 1 to {MAX_INPUTS} texts")));

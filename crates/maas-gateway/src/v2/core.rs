@@ -51,7 +51,7 @@ pub async fn endpoint(
     Ok(endpoint)
 }
 
-fn not_ready(endpoint: &Endpoint) -> ApiError {
+pub(super) fn not_ready(endpoint: &Endpoint) -> ApiError {
     ApiError::new(
         ErrorCode::ModelNotReady,
         format!("{} is still loading or has no ready replica", endpoint.full_name()),
@@ -59,7 +59,7 @@ fn not_ready(endpoint: &Endpoint) -> ApiError {
 }
 
 /// Refuses text generation, which the OpenAI API serves.
-fn require_tensors(endpoint: &Endpoint) -> Result<(), ApiError> {
+pub(super) fn require_tensors(endpoint: &Endpoint) -> Result<(), ApiError> {
     if endpoint.serves() != Serves::Generation {
         return Ok(());
     }

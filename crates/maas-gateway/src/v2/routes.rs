@@ -1,4 +1,5 @@
-//! KServe v2 REST routes: health, server and model metadata, readiness, inference.
+//! KServe v2 REST routes: health, server and model metadata, readiness, inference, and
+//! Triton's model configuration (`…/config`) and statistics (`…/stats`, `/v2/models/stats`).
 //!
 //! The model name is `tenant/name` (URL-encoded as one segment or as two segments) or a bare
 //! name in the caller's tenant, optionally followed by `/versions/{v}`; so the routes are one
@@ -22,13 +23,16 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 use super::core::{self, ModelMetadata, TensorMetadata};
-use super::{codec, upstream};
+use super::{codec, triton, upstream};
 use crate::error::ApiError;
 use crate::extract::Path;
 use crate::metering;
 use crate::state::AppState;
 
 const HEADER_LENGTH: &str = "inference-header-content-length";
+
+/// The protocol extensions `/v2` and gRPC `ServerMetadata` list.
+pub const EXTENSIONS: [&str; 3] = ["binary_tensor_data", "model_configuration", "statistics"];
 
 /// An error in the v2 shape.
 #[derive(Debug)]
@@ -71,10 +75,16 @@ fn parse_target(rest: &str) -> Option<Target> {
     let action = match segments.last() {
         Some(&"ready") => Some("ready"),
         Some(&"infer") => Some("infer"),
+        Some(&"config") => Some("config"),
+        Some(&"stats") => Some("stats"),
         _ => None,
     };
     if action.is_some() {
         segments.pop();
+    }
+    if segments.is_empty() && action == Some("stats") {
+        // `/v2/models/stats`: every model's.
+        return Some(Target { name: String::new(), version: None, action });
     }
     let mut version = None;
     if segments.len() >= 3 && segments[segments.len() - 2] == "versions" {
@@ -87,7 +97,8 @@ fn parse_target(rest: &str) -> Option<Target> {
     Some(Target { name: segments.join("/"), version, action })
 }
 
-/// GET on a model path: metadata, or readiness with `/ready`.
+/// GET on a model path: metadata, readiness with `/ready`, configuration with `/config`,
+/// statistics with `/stats`.
 async fn model_get(
     State(state): State<AppState>,
     caller: Result<Caller, ApiError>,
@@ -95,7 +106,14 @@ async fn model_get(
 ) -> V2Result<Response> {
     let caller = caller?;
     let target = parse_target(&rest).ok_or_else(|| bad_request(format!("'{rest}' is not a v2 model path")))?;
+    if target.action == Some("stats") {
+        let name = Some(target.name.as_str()).filter(|n| !n.is_empty());
+        return Ok(axum::Json(triton::stats(&state, &caller, name, target.version.as_deref()).await?).into_response());
+    }
     let endpoint = core::endpoint(&state, &caller, &target.name, target.version.as_deref()).await?;
+    if target.action == Some("config") {
+        return Ok(axum::Json(triton::config(&endpoint)?).into_response());
+    }
     if endpoint.serves() == Serves::Upstream && target.action != Some("infer") {
         return Ok(upstream::get(&endpoint, if target.action == Some("ready") { "/ready" } else { "" }).await?);
     }
@@ -192,7 +210,7 @@ async fn ready(State(state): State<AppState>) -> V2Result<StatusCode> {
 /// `GET /v2`: server metadata.
 #[utoipa::path(get, path = "/v2", tag = "v2", responses((status = 200, body = Object)))]
 async fn server_metadata() -> axum::Json<serde_json::Value> {
-    axum::Json(json!({ "name": "maas", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data"] }))
+    axum::Json(json!({ "name": "maas", "version": env!("CARGO_PKG_VERSION"), "extensions": EXTENSIONS }))
 }
 
 /// Model metadata (inputs, outputs, versions, platform). `{name}` is `tenant/name`
@@ -218,9 +236,41 @@ fn doc_model_ready() {}
 #[allow(dead_code)]
 fn doc_model_infer() {}
 
+/// Triton's model configuration: `max_batch_size`, inputs and outputs with `TYPE_*` types and
+/// `dims` (without the batch dimension when `max_batch_size` > 0), dynamic batching, replicas.
+/// Also `/versions/{v}/config`.
+#[utoipa::path(get, path = "/v2/models/{name}/config", tag = "v2", params(("name" = String, Path)),
+    security(("api_key" = [])), responses((status = 200, body = triton::ModelConfig), (status = 404), (status = 503)))]
+#[allow(dead_code)]
+fn doc_model_config() {}
+
+/// Triton's statistics of one deployment of your tenant since its replicas started: requests,
+/// rows, runs, queue and compute times (cumulative ns), per batch size. Also
+/// `/versions/{v}/stats`.
+#[utoipa::path(get, path = "/v2/models/{name}/stats", tag = "v2", params(("name" = String, Path)),
+    security(("api_key" = [])), responses((status = 200, body = triton::StatsList), (status = 403), (status = 404)))]
+#[allow(dead_code)]
+fn doc_model_stats() {}
+
+/// Triton's statistics of every tensor and embeddings deployment of your tenant.
+#[utoipa::path(get, path = "/v2/models/stats", tag = "v2",
+    security(("api_key" = [])), responses((status = 200, body = triton::StatsList), (status = 401)))]
+#[allow(dead_code)]
+fn doc_all_stats() {}
+
 #[derive(OpenApi)]
 #[openapi(
-    paths(live, ready, server_metadata, doc_model_metadata, doc_model_ready, doc_model_infer),
+    paths(
+        live,
+        ready,
+        server_metadata,
+        doc_model_metadata,
+        doc_model_ready,
+        doc_model_infer,
+        doc_model_config,
+        doc_model_stats,
+        doc_all_stats
+    ),
     components(schemas(ModelMetadata, TensorMetadata))
 )]
 struct V2Doc;
@@ -252,6 +302,13 @@ mod tests {
             t("resnet/versions/1"),
             Some(Target { name: "resnet".into(), version: Some("1".into()), action: None })
         );
+        assert_eq!(
+            t("acme/resnet/versions/2/config"),
+            Some(Target { name: "acme/resnet".into(), version: Some("2".into()), action: Some("config") })
+        );
+        assert_eq!(t("resnet/stats"), Some(Target { name: "resnet".into(), version: None, action: Some("stats") }));
+        assert_eq!(t("stats"), Some(Target { name: String::new(), version: None, action: Some("stats") }));
+        assert_eq!(t("config"), None, "a configuration needs a model");
         assert_eq!(t("a/b/c"), None);
         assert_eq!(t(""), None);
     }

@@ -1,10 +1,12 @@
 //! The KServe v2 protocol over gRPC: the standard `inference.GRPCInferenceService` (the
 //! service Triton's and KServe's clients call), generated from `proto/grpc_service.proto` by
 //! `build.rs`. [`service`] implements it on the same [`super::core`] operations as REST;
-//! [`tensors`] converts between its tensors and ours; [`status`] maps errors once.
+//! [`tensors`] converts between its tensors and ours, [`triton`] Triton's configuration and
+//! statistics into their messages; [`status`] maps errors once.
 
 pub mod service;
 pub mod tensors;
+pub mod triton;
 
 use maas_core::ErrorCode;
 use tokio_stream::StreamExt as _;

@@ -13,11 +13,12 @@ use tonic::{Request, Response, Status};
 use super::proto::grpc_inference_service_server::GrpcInferenceService;
 use super::proto::model_metadata_response::TensorMetadata;
 use super::proto::{
-    ModelInferRequest, ModelInferResponse, ModelMetadataRequest, ModelMetadataResponse, ModelReadyRequest,
-    ModelReadyResponse, ServerLiveRequest, ServerLiveResponse, ServerMetadataRequest, ServerMetadataResponse,
-    ServerReadyRequest, ServerReadyResponse,
+    ModelConfigRequest, ModelConfigResponse, ModelInferRequest, ModelInferResponse, ModelMetadataRequest,
+    ModelMetadataResponse, ModelReadyRequest, ModelReadyResponse, ModelStatisticsRequest, ModelStatisticsResponse,
+    ServerLiveRequest, ServerLiveResponse, ServerMetadataRequest, ServerMetadataResponse, ServerReadyRequest,
+    ServerReadyResponse,
 };
-use super::{status, tensors};
+use super::{status, tensors, triton};
 use crate::error::ApiError;
 use crate::extract::bearer_secret;
 use crate::metering::{self, Outcome};
@@ -90,6 +91,21 @@ impl InferenceService {
         })
     }
 
+    async fn config(&self, request: Request<ModelConfigRequest>) -> Result<ModelConfigResponse, ApiError> {
+        let caller = self.caller(&request).await?;
+        let req = request.into_inner();
+        let endpoint = core::endpoint(&self.state, &caller, &req.name, Some(&req.version)).await?;
+        Ok(ModelConfigResponse { config: Some(triton::config(crate::v2::triton::config(&endpoint)?)) })
+    }
+
+    async fn statistics(&self, request: Request<ModelStatisticsRequest>) -> Result<ModelStatisticsResponse, ApiError> {
+        let caller = self.caller(&request).await?;
+        let req = request.into_inner();
+        let name = Some(req.name.as_str()).filter(|n| !n.is_empty());
+        let list = crate::v2::triton::stats(&self.state, &caller, name, Some(&req.version)).await?;
+        Ok(triton::stats(list))
+    }
+
     async fn infer(&self, request: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, ApiError> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
@@ -158,7 +174,7 @@ impl GrpcInferenceService for InferenceService {
         Ok(Response::new(ServerMetadataResponse {
             name: "maas".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            extensions: vec!["binary_tensor_data".into()],
+            extensions: crate::v2::routes::EXTENSIONS.map(String::from).to_vec(),
         }))
     }
 
@@ -171,5 +187,19 @@ impl GrpcInferenceService for InferenceService {
 
     async fn model_infer(&self, request: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, Status> {
         self.infer(request).await.map_err(status)
+    }
+
+    async fn model_config(
+        &self,
+        request: Request<ModelConfigRequest>,
+    ) -> Result<Response<ModelConfigResponse>, Status> {
+        self.config(request).await.map(Response::new).map_err(status)
+    }
+
+    async fn model_statistics(
+        &self,
+        request: Request<ModelStatisticsRequest>,
+    ) -> Result<Response<ModelStatisticsResponse>, Status> {
+        self.statistics(request).await.map(Response::new).map_err(status)
     }
 }

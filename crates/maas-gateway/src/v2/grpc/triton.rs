@@ -1,0 +1,86 @@
+//! Triton's model configuration and statistics ([`crate::v2::triton`]) as the protobuf
+//! messages of the gRPC `ModelConfig` and `ModelStatistics` calls.
+
+use maas_runtime::DataType;
+
+use super::proto::model_input::Format;
+use super::proto::model_instance_group::Kind;
+use super::proto::{
+    InferBatchStatistics, InferStatistics, ModelConfig, ModelDynamicBatching, ModelInput, ModelInstanceGroup,
+    ModelOutput, ModelStatistics, ModelStatisticsResponse, StatisticDuration,
+};
+use crate::v2::triton::{self, ConfigTensor, StatDuration};
+
+/// The enum value of a `TYPE_*` name (0, `TYPE_INVALID`, for none).
+fn type_number(name: &str) -> i32 {
+    DataType::ALL.into_iter().map(triton::triton_type).find(|(n, _)| *n == name).map_or(0, |(_, number)| number)
+}
+
+pub fn config(c: triton::ModelConfig) -> ModelConfig {
+    let input = |t: ConfigTensor| ModelInput {
+        data_type: type_number(t.data_type),
+        name: t.name,
+        format: Format::None as i32,
+        dims: t.dims,
+    };
+    let output = |t: ConfigTensor| ModelOutput { data_type: type_number(t.data_type), name: t.name, dims: t.dims };
+    ModelConfig {
+        name: c.name,
+        platform: c.platform.to_owned(),
+        backend: c.backend.to_owned(),
+        max_batch_size: c.max_batch_size,
+        input: c.input.into_iter().map(input).collect(),
+        output: c.output.into_iter().map(output).collect(),
+        instance_group: c
+            .instance_group
+            .into_iter()
+            .map(|g| ModelInstanceGroup {
+                name: g.name,
+                count: g.count,
+                kind: if g.kind == "KIND_GPU" { Kind::Gpu } else { Kind::Cpu } as i32,
+            })
+            .collect(),
+        dynamic_batching: c.dynamic_batching.map(|b| ModelDynamicBatching {
+            preferred_batch_size: b.preferred_batch_size,
+            max_queue_delay_microseconds: b.max_queue_delay_microseconds,
+        }),
+    }
+}
+
+fn duration(d: StatDuration) -> Option<StatisticDuration> {
+    Some(StatisticDuration { count: d.count, ns: d.ns })
+}
+
+pub fn stats(list: triton::StatsList) -> ModelStatisticsResponse {
+    let model = |m: triton::ModelStats| {
+        let s = m.inference_stats;
+        ModelStatistics {
+            name: m.name,
+            version: m.version,
+            last_inference: m.last_inference,
+            inference_count: m.inference_count,
+            execution_count: m.execution_count,
+            inference_stats: Some(InferStatistics {
+                success: duration(s.success),
+                fail: duration(s.fail),
+                queue: duration(s.queue),
+                compute_input: duration(s.compute_input),
+                compute_infer: duration(s.compute_infer),
+                compute_output: duration(s.compute_output),
+                cache_hit: duration(s.cache_hit),
+                cache_miss: duration(s.cache_miss),
+            }),
+            batch_stats: m
+                .batch_stats
+                .into_iter()
+                .map(|b| InferBatchStatistics {
+                    batch_size: b.batch_size,
+                    compute_input: duration(b.compute_input),
+                    compute_infer: duration(b.compute_infer),
+                    compute_output: duration(b.compute_output),
+                })
+                .collect(),
+        }
+    };
+    ModelStatisticsResponse { model_stats: list.model_stats.into_iter().map(model).collect() }
+}
