@@ -743,8 +743,15 @@ impl Bert {
         context
     }
 
-    /// Attention for consecutive texts (`qkv` and `context` start at the first one's tokens).
+    /// Attention for consecutive texts (`qkv` and `context` start at the first one's tokens),
+    /// compiled for the widest vectors the CPU has (see [`Activation::apply`]).
     fn attend_texts(&self, qkv: &[f32], bias: &[f32], lengths: &[usize], context: &mut [f32]) {
+        pulp::Arch::new().dispatch(AttendTexts { bert: self, qkv, bias, lengths, context });
+    }
+
+    /// [`Bert::attend_texts`] for the instruction set of the caller.
+    #[inline(always)]
+    fn attend_texts_here(&self, qkv: &[f32], bias: &[f32], lengths: &[usize], context: &mut [f32]) {
         let h = self.hidden;
         let mut scratch = Scratch::default();
         let mut offset = 0;
@@ -756,33 +763,72 @@ impl Bert {
         }
     }
 
-    /// Attention of one text of `n` tokens, head by head. The head's queries (scaled), keys
-    /// and values are gathered with their bias into contiguous rows; a score is a [`dot`] of
-    /// a query row and a key row.
+    /// Attention of one text of `n` tokens, head by head. The head's queries (scaled) and
+    /// values are gathered with their bias into contiguous rows, its keys into columns (one
+    /// row of `n` padded to [`SCORE_LANES`] per component): a query's scores are then sums of
+    /// whole vectors kept in registers over its `d` components, rather than `n` dot products
+    /// of `d` values, each ending in a horizontal sum.
+    #[inline(always)]
     fn attend(&self, qkv: &[f32], bias: &[f32], n: usize, context: &mut [f32], s: &mut Scratch) {
         let h = self.hidden;
         let d = h / self.heads;
         let scale = 1.0 / (d as f32).sqrt();
-        s.scores.resize(n, 0.0);
+        let padded = n.next_multiple_of(SCORE_LANES);
+        s.scores.resize(padded, 0.0);
+        s.keys.clear();
+        s.keys.resize(d * padded, 0.0);
         for head in 0..self.heads {
             let (q0, k0, v0) = (head * d, h + head * d, 2 * h + head * d);
             s.queries.clear();
-            s.keys.clear();
             s.values.clear();
-            for token in qkv.chunks_exact(3 * h) {
+            for (j, token) in qkv.chunks_exact(3 * h).enumerate() {
                 let q = token[q0..q0 + d].iter().zip(&bias[q0..q0 + d]);
                 s.queries.extend(q.map(|(x, b)| (x + b) * scale));
-                s.keys.extend(token[k0..k0 + d].iter().zip(&bias[k0..k0 + d]).map(|(x, b)| x + b));
                 s.values.extend(token[v0..v0 + d].iter().zip(&bias[v0..v0 + d]).map(|(x, b)| x + b));
+                let key = token[k0..k0 + d].iter().zip(&bias[k0..k0 + d]);
+                for (column, (x, b)) in s.keys.chunks_exact_mut(padded).zip(key) {
+                    column[j] = x + b;
+                }
             }
             for (i, q) in s.queries.chunks_exact(d).enumerate() {
-                for (score, k) in s.scores.iter_mut().zip(s.keys.chunks_exact(d)) {
-                    *score = dot(q, k);
+                for (block, scores) in s.scores.chunks_exact_mut(SCORE_LANES).enumerate() {
+                    let mut sums = [0f32; SCORE_LANES];
+                    for (&qc, keys) in q.iter().zip(s.keys.chunks_exact(padded)) {
+                        let Ok(keys) = <&[f32; SCORE_LANES]>::try_from(&keys[block * SCORE_LANES..][..SCORE_LANES])
+                        else {
+                            continue;
+                        };
+                        for l in 0..SCORE_LANES {
+                            sums[l] += qc * keys[l];
+                        }
+                    }
+                    scores.copy_from_slice(&sums);
                 }
-                softmax(&mut s.scores);
-                weighted_sum(&s.scores, &s.values, &mut context[i * h + head * d..i * h + head * d + d]);
+                softmax(&mut s.scores[..n]);
+                weighted_sum(&s.scores[..n], &s.values, &mut context[i * h + head * d..i * h + head * d + d]);
             }
         }
+    }
+}
+
+/// Attention scores are computed this many keys at a time (one AVX-512 vector).
+const SCORE_LANES: usize = 16;
+
+/// [`Bert::attend_texts_here`] as pulp dispatches it: compiled once per instruction set.
+struct AttendTexts<'a> {
+    bert: &'a Bert,
+    qkv: &'a [f32],
+    bias: &'a [f32],
+    lengths: &'a [usize],
+    context: &'a mut [f32],
+}
+
+impl pulp::WithSimd for AttendTexts<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        self.bert.attend_texts_here(self.qkv, self.bias, self.lengths, self.context);
     }
 }
 
@@ -795,7 +841,9 @@ struct Scratch {
     scores: Vec<f32>,
 }
 
-/// `Σ f(v[i])` in eight interleaved sums, so that it vectorises (see [`dot`]).
+/// `Σ f(v[i])` in eight interleaved sums, so that it vectorises (a single running sum must
+/// stay scalar: f32 addition is not reassociated).
+#[inline(always)]
 fn lane_sum(v: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut lanes = [0f32; 8];
     let chunks = v.chunks_exact(8);
@@ -808,22 +856,9 @@ fn lane_sum(v: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     tree_sum(lanes) + tail
 }
 
-/// The dot product of `a` and `b` in eight interleaved sums, so that it vectorises (a single
-/// running sum must stay scalar: f32 addition is not reassociated).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a8.remainder().iter().zip(b8.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in a8.zip(b8) {
-        for l in 0..8 {
-            lanes[l] += x[l] * y[l];
-        }
-    }
-    tree_sum(lanes) + tail
-}
-
 /// The sum of eight lanes, halves added pairwise: a tree of three additions rather than a
 /// chain of eight, whose latency dominated short vectors such as a 32-wide attention head.
+#[inline(always)]
 fn tree_sum(lanes: [f32; 8]) -> f32 {
     let [a0, a1, a2, a3, a4, a5, a6, a7] = lanes;
     let quarter = [a0 + a4, a1 + a5, a2 + a6, a3 + a7];
@@ -833,6 +868,7 @@ fn tree_sum(lanes: [f32; 8]) -> f32 {
 /// `out = Σⱼ weights[j] · rows[j]`, `rows` holding rows of `out.len()` values. The sums of
 /// 16 columns at a time stay in registers over all rows (accumulated in memory, every row
 /// paid a load and a store of `out`).
+#[inline(always)]
 fn weighted_sum(weights: &[f32], rows: &[f32], out: &mut [f32]) {
     const LANES: usize = 16;
     let d = out.len();
@@ -854,6 +890,7 @@ fn weighted_sum(weights: &[f32], rows: &[f32], out: &mut [f32]) {
 }
 
 /// Softmax in place.
+#[inline(always)]
 fn softmax(v: &mut [f32]) {
     // A plain comparison, not `f32::max` (whose NaN rule kept the loop to scalar branches);
     // scores are never NaN.
@@ -879,6 +916,7 @@ fn softmax(v: &mut [f32]) {
 /// `roundf` on baseline x86-64, which kept the softmax loop scalar. 2^k is built from the
 /// bits of that sum, whose low mantissa bits hold k: a float-to-integer `as` saturates and
 /// maps NaN to 0, four scalar instructions per value, which kept the loop half scalar.
+#[inline(always)]
 fn exp(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 0.0);
@@ -1231,9 +1269,8 @@ mod tests {
         // Lengths with and without a remainder past the eight lanes.
         for len in [3, 8, 32, 35] {
             let a: Vec<f32> = (0..len).map(|i| (i as f32 * 0.37).sin()).collect();
-            let b: Vec<f32> = (0..len).map(|i| (i as f32 * 0.11).cos()).collect();
-            let want: f64 = a.iter().zip(&b).map(|(&x, &y)| x as f64 * y as f64).sum();
-            assert!((dot(&a, &b) as f64 - want).abs() < 1e-5, "dot of {len} values");
+            let want: f64 = a.iter().map(|&x| x as f64 * x as f64).sum();
+            assert!((lane_sum(&a, |x| x * x) as f64 - want).abs() < 1e-5, "sum of {len} squares");
         }
     }
 }
