@@ -105,6 +105,22 @@ fn ints(v: &Value) -> Vec<i64> {
     v.as_array().expect("an array").iter().map(|x| x.as_i64().expect("an integer")).collect()
 }
 
+/// Runs a tritonclient `script` against `s` (REST and gRPC addresses in `V2_HTTP` and
+/// `V2_GRPC`, `key` in `V2_KEY`, plus `extra`) and returns the JSON it prints.
+fn triton_script(s: &Server, script: &str, key: &str, extra: (&str, &str)) -> Value {
+    let python = std::env::var("MAAS_TEST_PYTHON").expect("MAAS_TEST_PYTHON is not set: use scripts/test.sh");
+    let output = std::process::Command::new(python)
+        .args(["-c", script])
+        .env("V2_HTTP", s.url.trim_start_matches("http://"))
+        .env("V2_GRPC", &s.grpc_addr)
+        .env("V2_KEY", key)
+        .env(extra.0, extra.1)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}\nserver log:\n{}", String::from_utf8_lossy(&output.stderr), s.log_text());
+    serde_json::from_slice(output.stdout.trim_ascii()).unwrap()
+}
+
 const TRITON_SCRIPT: &str = r#"
 import json, os
 import numpy as np
@@ -219,17 +235,7 @@ print(json.dumps(out))
 async fn triton_clients_over_http_and_grpc() {
     let (s, alice, key) = setup(ServerOptions::default()).await;
     deploy(&s, &alice, "alice", "strings", "private", read(&onnx_dir().join("strings.onnx"))).await;
-    let python = std::env::var("MAAS_TEST_PYTHON").expect("MAAS_TEST_PYTHON is not set: use scripts/test.sh");
-    let output = std::process::Command::new(python)
-        .args(["-c", TRITON_SCRIPT])
-        .env("V2_HTTP", s.url.trim_start_matches("http://"))
-        .env("V2_GRPC", &s.grpc_addr)
-        .env("V2_KEY", &key)
-        .env("V2_TENANT", "alice")
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}\nserver log:\n{}", String::from_utf8_lossy(&output.stderr), s.log_text());
-    let out: Value = serde_json::from_slice(output.stdout.trim_ascii()).unwrap();
+    let out = triton_script(&s, TRITON_SCRIPT, &key, ("V2_TENANT", "alice"));
 
     for k in ["http_live", "http_ready", "grpc_live", "grpc_ready", "http_model_ready", "grpc_model_ready"] {
         assert_eq!(out[k], true, "{k}: {out}");
@@ -335,17 +341,7 @@ print(json.dumps(out))
 async fn triton_model_configuration_and_statistics() {
     let (s, alice, key) = setup(ServerOptions::default()).await;
     deploy(&s, &alice, "alice", "strings", "public", read(&onnx_dir().join("strings.onnx"))).await;
-    let python = std::env::var("MAAS_TEST_PYTHON").expect("MAAS_TEST_PYTHON is not set: use scripts/test.sh");
-    let output = std::process::Command::new(python)
-        .args(["-c", TRITON_EXTENSIONS_SCRIPT])
-        .env("V2_HTTP", s.url.trim_start_matches("http://"))
-        .env("V2_GRPC", &s.grpc_addr)
-        .env("V2_KEY", &key)
-        .env("V2_MODEL", "alice/simple")
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}\nserver log:\n{}", String::from_utf8_lossy(&output.stderr), s.log_text());
-    let out: Value = serde_json::from_slice(output.stdout.trim_ascii()).unwrap();
+    let out = triton_script(&s, TRITON_EXTENSIONS_SCRIPT, &key, ("V2_MODEL", "alice/simple"));
 
     // Batching 8 with a 2 ms delay: dims without the batch dimension, as Triton gives them.
     let io = |names: [&str; 2]| names.map(|n| json!({ "name": n, "data_type": "TYPE_INT32", "dims": [16] })).to_vec();
