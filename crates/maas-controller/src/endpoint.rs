@@ -159,14 +159,13 @@ impl Endpoint {
     /// What the tensor replicas serving now have served since they started, summed; `None`
     /// for text generation and external engines.
     pub fn stats(&self) -> Option<InferStats> {
-        match &*self.lock() {
-            Replicas::Generate(_) | Replicas::Upstream(_) => None,
-            Replicas::None => Some(InferStats::default()),
-            Replicas::Tensor(r) => Some(r.iter().fold(InferStats::default(), |mut all, r| {
-                all.merge(&r.stats());
-                all
-            })),
+        if !matches!(self.serves(), Serves::Tensors | Serves::Embeddings) {
+            return None;
         }
+        Some(self.replicas().iter().fold(InferStats::default(), |mut all, r| {
+            all.merge(&r.stats());
+            all
+        }))
     }
 
     /// Tensor replicas started (in any state).

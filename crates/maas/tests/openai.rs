@@ -314,6 +314,15 @@ async fn the_openai_sdk_gets_chat_completions_and_embeddings() {
     let key = api_key(&s, &alice, "alice", &["infer"]).await;
     let out = run_python(SDK_SCRIPT, &s, &key);
 
+    // The embeddings calls so far (three answered, of 3, 1 and 1 texts) show in Triton's
+    // statistics of the deployment; the language model is not a tensor model and is not listed.
+    let (status, stats) = call(client().get(s.at("/v2/models/stats")).bearer_auth(&key)).await;
+    assert_eq!(status, StatusCode::OK, "{stats}");
+    let listed = &stats["model_stats"];
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{stats}");
+    assert_eq!((&listed[0]["name"], &listed[0]["inference_count"]), (&json!("alice/minilm"), &json!(5)), "{stats}");
+    assert_eq!(listed[0]["inference_stats"]["success"]["count"], 3, "{stats}");
+
     assert_eq!(out["models"], json!(["alice/minilm", "alice/smollm"]));
     assert_eq!(out["retrieve"], "alice/smollm");
     let chat = &out["chat"];
