@@ -16,6 +16,9 @@ use super::upstream;
 use crate::error::ApiError;
 use crate::state::AppState;
 
+/// The protocol extensions server metadata lists (`GET /v2`, gRPC `ServerMetadata`).
+pub const EXTENSIONS: [&str; 3] = ["binary_tensor_data", "model_configuration", "statistics"];
+
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TensorMetadata {
     pub name: String,

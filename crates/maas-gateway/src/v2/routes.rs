@@ -31,9 +31,6 @@ use crate::state::AppState;
 
 const HEADER_LENGTH: &str = "inference-header-content-length";
 
-/// The protocol extensions `/v2` and gRPC `ServerMetadata` list.
-pub const EXTENSIONS: [&str; 3] = ["binary_tensor_data", "model_configuration", "statistics"];
-
 /// An error in the v2 shape.
 #[derive(Debug)]
 pub struct V2Error(ApiError);
@@ -210,7 +207,7 @@ async fn ready(State(state): State<AppState>) -> V2Result<StatusCode> {
 /// `GET /v2`: server metadata.
 #[utoipa::path(get, path = "/v2", tag = "v2", responses((status = 200, body = Object)))]
 async fn server_metadata() -> axum::Json<serde_json::Value> {
-    axum::Json(json!({ "name": "maas", "version": env!("CARGO_PKG_VERSION"), "extensions": EXTENSIONS }))
+    axum::Json(json!({ "name": "maas", "version": env!("CARGO_PKG_VERSION"), "extensions": core::EXTENSIONS }))
 }
 
 /// Model metadata (inputs, outputs, versions, platform). `{name}` is `tenant/name`

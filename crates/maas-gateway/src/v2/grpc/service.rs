@@ -174,7 +174,7 @@ impl GrpcInferenceService for InferenceService {
         Ok(Response::new(ServerMetadataResponse {
             name: "maas".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            extensions: crate::v2::routes::EXTENSIONS.map(String::from).to_vec(),
+            extensions: core::EXTENSIONS.map(String::from).to_vec(),
         }))
     }
 
