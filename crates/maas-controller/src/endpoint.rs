@@ -170,12 +170,7 @@ impl Endpoint {
 
     /// Tensor replicas started (in any state).
     pub fn replica_count(&self) -> usize {
-        match &*self.lock() {
-            Replicas::Tensor(r) => r.len(),
-            Replicas::Generate(r) => r.len(),
-            Replicas::Upstream(_) => 1,
-            Replicas::None => 0,
-        }
+        self.replicas().len()
     }
 
     /// The model's inputs and outputs, once a replica has loaded it.

@@ -143,7 +143,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn stats(&self) -> std::sync::MutexGuard<'_, InferStats> {
+    fn lock_stats(&self) -> std::sync::MutexGuard<'_, InferStats> {
         self.stats.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
@@ -209,7 +209,7 @@ impl Replica {
 
     /// What the replica has served since it started.
     pub fn stats(&self) -> InferStats {
-        self.shared.stats().clone()
+        self.shared.lock_stats().clone()
     }
 
     /// Validates `request` against the model's signature, queues it and waits for the answer.
@@ -224,7 +224,7 @@ impl Replica {
         let started = Instant::now();
         let rows = batch_rows(&request).unwrap_or(1) as u64;
         let result = self.queue_and_wait(signature, request).await;
-        self.shared.stats().finished(result.is_ok(), rows, started.elapsed());
+        self.shared.lock_stats().finished(result.is_ok(), rows, started.elapsed());
         result
     }
 
@@ -422,11 +422,10 @@ impl Worker {
         let queued: Vec<Duration> = batch.iter().map(|job| started.saturating_duration_since(job.queued)).collect();
         let (requests, replies): (Vec<InferRequest>, Vec<Reply>) =
             batch.into_iter().map(|job| (job.request, job.reply)).unzip();
-        let total_rows: usize = requests.iter().map(|r| batch_rows(r).unwrap_or(1)).sum();
         let outputs = requests.first().map(|r| r.outputs.clone()).unwrap_or_default();
         let single = requests.len() == 1;
-        let rows: Vec<usize> =
-            if single { Vec::new() } else { requests.iter().map(|r| batch_rows(r).unwrap_or(0)).collect() };
+        // Each request's rows (a lone request without a batch dimension counts one).
+        let rows: Vec<usize> = requests.iter().map(|r| batch_rows(r).unwrap_or(1)).collect();
         let inputs = if single {
             requests.into_iter().flat_map(|r| r.inputs).collect()
         } else {
@@ -474,7 +473,7 @@ impl Worker {
         };
         if answered {
             let steps = [gathered - started, finished - gathered, finished.elapsed()];
-            self.shared.stats().ran(&queued, total_rows as u64, steps);
+            self.shared.lock_stats().ran(&queued, rows.iter().sum::<usize>() as u64, steps);
         }
         true
     }

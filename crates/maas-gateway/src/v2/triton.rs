@@ -22,7 +22,9 @@ use crate::state::AppState;
 pub struct ConfigTensor {
     pub name: String,
     /// `TYPE_FP32`, `TYPE_STRING` (BYTES), …
-    pub data_type: &'static str,
+    #[serde(serialize_with = "type_name")]
+    #[schema(value_type = String)]
+    pub data_type: DataType,
     /// `FORMAT_NONE` for inputs (no image layout is declared); absent for outputs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub format: Option<&'static str>,
@@ -35,11 +37,20 @@ pub struct DynamicBatching {
     pub max_queue_delay_microseconds: u64,
 }
 
+/// Where a deployment's replicas run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub enum InstanceKind {
+    #[serde(rename = "KIND_CPU")]
+    Cpu,
+    /// The deployment reserves GPUs.
+    #[serde(rename = "KIND_GPU")]
+    Gpu,
+}
+
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct InstanceGroup {
     pub name: String,
-    /// `KIND_CPU`, or `KIND_GPU` when the deployment reserves GPUs.
-    pub kind: &'static str,
+    pub kind: InstanceKind,
     pub count: i32,
 }
 
@@ -82,6 +93,10 @@ pub fn triton_type(dtype: DataType) -> (&'static str, i32) {
     (name, number)
 }
 
+fn type_name<S: serde::Serializer>(dtype: &DataType, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(triton_type(*dtype).0)
+}
+
 /// The configuration of a ready tensor or embeddings deployment.
 pub fn config(endpoint: &Endpoint) -> Result<ModelConfig, ApiError> {
     require_tensors(endpoint)?;
@@ -96,7 +111,7 @@ pub fn config(endpoint: &Endpoint) -> Result<ModelConfig, ApiError> {
         io.into_iter()
             .map(|s| ConfigTensor {
                 name: s.name,
-                data_type: triton_type(s.dtype).0,
+                data_type: s.dtype,
                 format,
                 dims: if batches { s.shape[1..].to_vec() } else { s.shape },
             })
@@ -120,7 +135,7 @@ pub fn config(endpoint: &Endpoint) -> Result<ModelConfig, ApiError> {
         }),
         instance_group: vec![InstanceGroup {
             name: endpoint.full_name(),
-            kind: if gpu { "KIND_GPU" } else { "KIND_CPU" },
+            kind: if gpu { InstanceKind::Gpu } else { InstanceKind::Cpu },
             count: i32::try_from(endpoint.replica_count()).unwrap_or(i32::MAX),
         }],
     })

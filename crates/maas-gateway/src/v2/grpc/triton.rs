@@ -1,29 +1,22 @@
 //! Triton's model configuration and statistics ([`crate::v2::triton`]) as the protobuf
 //! messages of the gRPC `ModelConfig` and `ModelStatistics` calls.
 
-use maas_runtime::DataType;
-
 use super::proto::model_input::Format;
 use super::proto::model_instance_group::Kind;
 use super::proto::{
     InferBatchStatistics, InferStatistics, ModelConfig, ModelDynamicBatching, ModelInput, ModelInstanceGroup,
     ModelOutput, ModelStatistics, ModelStatisticsResponse, StatisticDuration,
 };
-use crate::v2::triton::{self, ConfigTensor, StatDuration};
-
-/// The enum value of a `TYPE_*` name (0, `TYPE_INVALID`, for none).
-fn type_number(name: &str) -> i32 {
-    DataType::ALL.into_iter().map(triton::triton_type).find(|(n, _)| *n == name).map_or(0, |(_, number)| number)
-}
+use crate::v2::triton::{self, ConfigTensor, InstanceKind, StatDuration, triton_type};
 
 pub fn config(c: triton::ModelConfig) -> ModelConfig {
     let input = |t: ConfigTensor| ModelInput {
-        data_type: type_number(t.data_type),
+        data_type: triton_type(t.data_type).1,
         name: t.name,
         format: Format::None as i32,
         dims: t.dims,
     };
-    let output = |t: ConfigTensor| ModelOutput { data_type: type_number(t.data_type), name: t.name, dims: t.dims };
+    let output = |t: ConfigTensor| ModelOutput { data_type: triton_type(t.data_type).1, name: t.name, dims: t.dims };
     ModelConfig {
         name: c.name,
         platform: c.platform.to_owned(),
@@ -37,7 +30,10 @@ pub fn config(c: triton::ModelConfig) -> ModelConfig {
             .map(|g| ModelInstanceGroup {
                 name: g.name,
                 count: g.count,
-                kind: if g.kind == "KIND_GPU" { Kind::Gpu } else { Kind::Cpu } as i32,
+                kind: match g.kind {
+                    InstanceKind::Cpu => Kind::Cpu,
+                    InstanceKind::Gpu => Kind::Gpu,
+                } as i32,
             })
             .collect(),
         dynamic_batching: c.dynamic_batching.map(|b| ModelDynamicBatching {
