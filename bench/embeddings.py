@@ -264,6 +264,14 @@ def report(args, results: dict, notes: dict, info: dict | None, idle: float, loa
     if info:
         lo, hi, mean = info["tokens"]
         extra.append(f"{info['version']} ({info['threads']} torch threads); tokens per sentence {lo}-{hi}, mean {mean:.1f}")
+    precision = os.environ.get("MAAS_RUNTIME__EMBEDDINGS_PRECISION", "auto")
+    try:
+        bf16 = "avx512_bf16" in open("/proc/cpuinfo").read()
+    except OSError:
+        bf16 = False
+    products = "bfloat16" if precision == "auto" and bf16 else "float32"
+    extra.append(f"MaaS dense products in {products} (embeddings_precision {precision}, "
+                 f"CPU {'with' if bf16 else 'without'} AVX512_BF16)")
     extra.append(f"{os.cpu_count()} CPUs ({platform.machine()}), Python {platform.python_version()}; machine "
                  f"{idle:.0%} busy with other work just before the runs; load average {' '.join(load_before)} "
                  f"before, {' '.join(load_after)} after")

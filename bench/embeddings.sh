@@ -6,7 +6,9 @@
 # Environment: CARGO_TARGET_DIR (default ~/.cache/maas/target), MAAS_BIN (a prebuilt release
 # binary instead of building one), BENCH_THREADS (threads of every row, default 2), ST_VENV
 # (the sentence-transformers venv, default ~/.cache/maas/st-venv; its row is skipped when the
-# venv is missing — make it with the commands in scripts/embedding_reference.py).
+# venv is missing — make it with the commands in scripts/embedding_reference.py),
+# MAAS_RUNTIME__EMBEDDINGS_PRECISION (`auto`, the default: bfloat16 products where the CPU has
+# AVX512_BF16; `float32`), which reaches both the server and the in-process row.
 #
 # It builds the release binary and the example, makes sure of the test venv and the model
 # fixtures (scripts/services.sh), starts `maas serve` on 127.0.0.1:0 in a scratch data dir with
@@ -21,6 +23,8 @@ THREADS=${BENCH_THREADS:-2}
 ST_VENV=${ST_VENV:-$HOME/.cache/maas/st-venv}
 COMMAND="bench/embeddings.sh${*:+ $*}"
 [ -n "${BENCH_THREADS:-}" ] && COMMAND="BENCH_THREADS=$THREADS $COMMAND"
+[ -n "${MAAS_RUNTIME__EMBEDDINGS_PRECISION:-}" ] &&
+  COMMAND="MAAS_RUNTIME__EMBEDDINGS_PRECISION=$MAAS_RUNTIME__EMBEDDINGS_PRECISION $COMMAND"
 
 bench_build
 bench_log "building examples/embed_bench (release)"

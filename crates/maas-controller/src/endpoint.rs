@@ -234,7 +234,7 @@ impl Endpoint {
             Replicas::Tensor(
                 (0..count)
                     .filter_map(|i| {
-                        let loader = self.runtime.tensor_loader(dir, &controller.onnx, &self.spec)?;
+                        let loader = self.runtime.tensor_loader(dir, controller, &self.spec)?;
                         Some(Arc::new(Replica::start(name(i), loader, config.clone())))
                     })
                     .collect(),

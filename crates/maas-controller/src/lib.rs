@@ -24,6 +24,7 @@ use std::sync::{Arc, RwLock};
 
 use maas_artifacts::ArtifactStore;
 use maas_registry::Registry;
+use maas_runtime::embed::EmbeddingConfig;
 use maas_runtime::onnx::OnnxConfig;
 use maas_store::Store;
 
@@ -39,6 +40,8 @@ pub struct ControllerConfig {
     /// Local copies of deployed versions' files, one folder per version.
     pub cache_dir: PathBuf,
     pub onnx: OnnxConfig,
+    /// How sentence-embedding replicas run (`threads` is the deployment's, not this one's).
+    pub embeddings: EmbeddingConfig,
     /// Largest answer read from an external engine, in bytes (a whole body, or one event of a
     /// stream): an engine that sends without end must not exhaust the server's memory.
     pub max_upstream_answer_bytes: usize,

@@ -18,10 +18,10 @@ use maas_runtime::generate::LmEngine;
 use maas_runtime::generate::candle_lm::{CandleLmConfig, CandleLmEngine};
 use maas_runtime::generate::llama_cpp::{LlamaCppConfig, LlamaCppEngine};
 use maas_runtime::generate::scheduler::LmLoader;
-use maas_runtime::onnx::{OnnxBackend, OnnxConfig};
+use maas_runtime::onnx::OnnxBackend;
 use maas_runtime::replica::Loader;
 
-use crate::{ControllerError, DeploymentSpec};
+use crate::{ControllerConfig, ControllerError, DeploymentSpec};
 
 /// Tasks whose safetensors versions are sentence-embedding encoders.
 const EMBEDDING_TASKS: &[&str] = &["feature-extraction", "sentence-similarity", "embeddings", "text-embedding"];
@@ -88,10 +88,10 @@ impl Runtime {
     }
 
     /// A loader of one tensor replica's backend, for runtimes that have tensor replicas.
-    pub(crate) fn tensor_loader(&self, dir: &Path, onnx: &OnnxConfig, spec: &DeploymentSpec) -> Option<Loader> {
+    pub(crate) fn tensor_loader(&self, dir: &Path, config: &ControllerConfig, spec: &DeploymentSpec) -> Option<Loader> {
         match self {
             Runtime::Onnx { file } => {
-                let mut onnx = onnx.clone();
+                let mut onnx = config.onnx.clone();
                 if spec.threads > 0 {
                     onnx.intra_op_threads = spec.threads;
                 }
@@ -99,7 +99,7 @@ impl Runtime {
                 Some(Box::new(move || OnnxBackend::load(&path, &onnx).map(|b| Box::new(b) as Box<dyn Backend>)))
             }
             Runtime::Embeddings => {
-                let config = EmbeddingConfig { threads: spec.threads, ..EmbeddingConfig::default() };
+                let config = EmbeddingConfig { threads: spec.threads, ..config.embeddings.clone() };
                 let dir = dir.to_path_buf();
                 Some(Box::new(move || EmbeddingBackend::load(&dir, &config).map(|b| Box::new(b) as Box<dyn Backend>)))
             }

@@ -12,13 +12,15 @@
 //! runs one round per line read from standard input, printing `{"per_s", "cpu_s"}` for each
 //! (so that a driver can interleave it with other variants). CPU time is the process's user +
 //! system time from `/proc` (0 elsewhere). THREADS is `EmbeddingConfig::threads` (default 0:
-//! candle's default, `RAYON_NUM_THREADS`, else one per physical core).
+//! candle's default, `RAYON_NUM_THREADS`, else one per physical core). The dense layers'
+//! precision is the server's setting, read from the same variable:
+//! `MAAS_RUNTIME__EMBEDDINGS_PRECISION` = `auto` (default) or `float32`.
 
 use std::io::BufRead;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use maas_runtime::embed::{EmbeddingBackend, EmbeddingConfig, TEXT_INPUT};
+use maas_runtime::embed::{EmbeddingBackend, EmbeddingConfig, EmbeddingPrecision, TEXT_INPUT};
 use maas_runtime::{Backend, Tensor, TensorData};
 
 fn main() {
@@ -42,9 +44,13 @@ fn run() -> Result<(), String> {
     let threads = arg(&args, 5, 0)?;
     let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
     let sentences: Vec<Vec<u8>> = text.lines().map(|l| l.as_bytes().to_vec()).collect();
-    let mut backend =
-        EmbeddingBackend::load(&PathBuf::from(dir), &EmbeddingConfig { threads, ..EmbeddingConfig::default() })
-            .map_err(|e| e.to_string())?;
+    let precision = match std::env::var("MAAS_RUNTIME__EMBEDDINGS_PRECISION").as_deref() {
+        Err(_) | Ok("auto") => EmbeddingPrecision::Auto,
+        Ok("float32") => EmbeddingPrecision::Float32,
+        Ok(other) => return Err(format!("MAAS_RUNTIME__EMBEDDINGS_PRECISION={other}: expected auto or float32")),
+    };
+    let config = EmbeddingConfig { threads, precision, ..EmbeddingConfig::default() };
+    let mut backend = EmbeddingBackend::load(&PathBuf::from(dir), &config).map_err(|e| e.to_string())?;
     // One round: (sentences per second, CPU seconds).
     let mut round = || -> Result<(f64, f64), String> {
         let (started, cpu) = (Instant::now(), cpu_seconds());

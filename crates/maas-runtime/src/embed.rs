@@ -23,8 +23,10 @@
 //!
 //! How it runs: the encoder works on the texts' tokens packed one after the other, never
 //! padded, so a text's vector does not depend on the other texts of its batch and no work goes
-//! to padding. The dense layers (nearly all of the work) are candle matrix products over all
-//! tokens of a group at once (the `gemm` crate, multi-threaded through rayon); attention is
+//! to padding. The dense layers (nearly all of the work) are matrix products over all tokens of
+//! a group at once, multi-threaded through rayon: in bfloat16 with f32 sums where the CPU has
+//! AVX512_BF16 ([`crate::bf16`], [`EmbeddingPrecision::Auto`]), else candle's f32 products
+//! (the `gemm` crate); attention is
 //! computed per text and head over the text's own tokens; bias, activation, residual and
 //! layer norm are fused passes over the products' outputs. A batch is split into up to
 //! [`EmbeddingConfig::threads`] groups of about equal tokens, each encoded on its own thread.
@@ -40,6 +42,7 @@ use candle_core::{CpuStorage, DType, Device, Storage, Tensor as CandleTensor};
 use serde::Deserialize;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
+use crate::bf16::Bf16Matrix;
 use crate::validate::{validate, validate_outputs};
 use crate::{Backend, DataType, IoSpec, RuntimeError, Tensor, TensorData};
 
@@ -68,6 +71,20 @@ pub struct EmbeddingConfig {
     pub threads: usize,
     /// Tokens kept per text; `None` = the model's `max_seq_length`. Never more than that.
     pub max_tokens: Option<usize>,
+    /// The precision of the dense layers' matrix products.
+    pub precision: EmbeddingPrecision,
+}
+
+/// The precision of an encoder's dense layers (everything else is f32 either way).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmbeddingPrecision {
+    /// bfloat16 products summed in f32 where the CPU has AVX512_BF16 (about 1.7× the f32
+    /// products' speed; vectors within cosine 0.9999 of f32), else f32.
+    #[default]
+    Auto,
+    /// f32 products everywhere.
+    Float32,
 }
 
 // --- the folder: modules, pooling, weights, tokenizer -----------------------------------------
@@ -324,7 +341,8 @@ impl Weights {
 
     /// Linear layers `names` (PyTorch layout `[out, in]`) stacked as one `[Σ out, in]`
     /// product (e.g. query, key and value at once), kept transposed as `[in, Σ out]`.
-    fn dense(&self, names: &[&str], inputs: usize, outputs: usize) -> Result<Dense, RuntimeError> {
+    /// With `bf16`, the products run in bfloat16 where the CPU can ([`Bf16Matrix`]).
+    fn dense(&self, names: &[&str], inputs: usize, outputs: usize, bf16: bool) -> Result<Dense, RuntimeError> {
         let mut weights = Vec::with_capacity(names.len());
         let mut bias = Vec::with_capacity(names.len() * outputs);
         for name in names {
@@ -333,6 +351,11 @@ impl Weights {
         }
         let failed = |e| load_error(&self.dir, e);
         let weight = CandleTensor::cat(&weights, 0).and_then(|w| w.t()?.contiguous()).map_err(failed)?;
+        let packed = match bf16 {
+            true => with_values(&weight, |w| Bf16Matrix::pack(w, inputs, bias.len())).map_err(failed)?,
+            false => None,
+        };
+        let weight = packed.map_or(Weight::F32(weight), Weight::Bf16);
         Ok(Dense { weight, bias })
     }
 }
@@ -481,14 +504,25 @@ impl Norm {
 /// one value at a time: 17 % of the encoder's time); the bias is added by whatever reads the
 /// product.
 struct Dense {
-    weight: CandleTensor,
+    weight: Weight,
     bias: Vec<f32>,
+}
+
+/// A dense layer's weight, `[in, out]`.
+enum Weight {
+    /// f32, multiplied by candle (the `gemm` crate).
+    F32(CandleTensor),
+    /// bfloat16 on a CPU with AVX512_BF16 ([`EmbeddingPrecision::Auto`]).
+    Bf16(Bf16Matrix),
 }
 
 impl Dense {
     /// `x` (`[rows, in]`) times the weight, without the bias.
     fn product(&self, x: &CandleTensor) -> candle_core::Result<CandleTensor> {
-        x.matmul(&self.weight)
+        match &self.weight {
+            Weight::F32(weight) => x.matmul(weight),
+            Weight::Bf16(weight) => matrix(with_values(x, |x| weight.product(x))?, self.bias.len()),
+        }
     }
 }
 
@@ -562,7 +596,7 @@ struct Bert {
 
 impl Bert {
     /// Loads the encoder from `config.json` and the weights of `dir`.
-    fn load(dir: &Path, config: BertConfig) -> Result<Bert, RuntimeError> {
+    fn load(dir: &Path, config: BertConfig, precision: EmbeddingPrecision) -> Result<Bert, RuntimeError> {
         let path = dir.join("config.json");
         let activation = Activation::parse(&config.hidden_act).ok_or_else(|| {
             load_error(&path, format!("hidden_act '{}' is not supported (gelu, gelu_new, relu)", config.hidden_act))
@@ -576,17 +610,18 @@ impl Bert {
         }
         let w = Weights::load(dir)?;
         let eps = config.layer_norm_eps as f32;
+        let bf16 = precision == EmbeddingPrecision::Auto;
         let types = w.vec(&["embeddings.token_type_embeddings.weight"], &[config.type_vocab_size, h])?;
         let layers = (0..config.num_hidden_layers)
             .map(|i| {
                 let l = format!("encoder.layer.{i}.");
                 let at = |n: &str| format!("{l}attention.{n}");
                 Ok(Layer {
-                    qkv: w.dense(&[&at("self.query"), &at("self.key"), &at("self.value")], h, h)?,
-                    attention_out: w.dense(&[&at("output.dense")], h, h)?,
+                    qkv: w.dense(&[&at("self.query"), &at("self.key"), &at("self.value")], h, h, bf16)?,
+                    attention_out: w.dense(&[&at("output.dense")], h, h, bf16)?,
                     attention_norm: w.norm(&at("output.LayerNorm"), h, eps)?,
-                    up: w.dense(&[&format!("{l}intermediate.dense")], h, config.intermediate_size)?,
-                    down: w.dense(&[&format!("{l}output.dense")], config.intermediate_size, h)?,
+                    up: w.dense(&[&format!("{l}intermediate.dense")], h, config.intermediate_size, bf16)?,
+                    down: w.dense(&[&format!("{l}output.dense")], config.intermediate_size, h, bf16)?,
                     output_norm: w.norm(&format!("{l}output.LayerNorm"), h, eps)?,
                 })
             })
@@ -964,12 +999,12 @@ impl std::fmt::Debug for EmbeddingBackend {
 }
 
 /// The encoder named by `config.json`.
-fn load_encoder(dir: &Path) -> Result<Bert, RuntimeError> {
+fn load_encoder(dir: &Path, precision: EmbeddingPrecision) -> Result<Bert, RuntimeError> {
     let path = dir.join("config.json");
     let config: serde_json::Value = read_json(&path)?;
     let model_type = config.get("model_type").and_then(|t| t.as_str()).unwrap_or_default().to_owned();
     match model_type.as_str() {
-        "bert" => Bert::load(dir, serde_json::from_value(config).map_err(|e| load_error(&path, e))?),
+        "bert" => Bert::load(dir, serde_json::from_value(config).map_err(|e| load_error(&path, e))?, precision),
         other => {
             Err(load_error(&path, format!("model_type '{other}' is not supported for embeddings (supported: bert)")))
         }
@@ -984,7 +1019,13 @@ impl EmbeddingBackend {
         }
         let head = load_head(dir)?;
         let pool = crate::candle_threads::pool(config.threads, "embed")?;
-        let encoder = load_encoder(dir)?;
+        let encoder = load_encoder(dir, config.precision)?;
+        let bf16 = encoder.layers.iter().any(|l| matches!(l.qkv.weight, Weight::Bf16(_)));
+        tracing::info!(
+            model = %dir.display(),
+            products = if bf16 { "bfloat16" } else { "float32" },
+            "sentence-embedding encoder loaded"
+        );
         let st: SentenceBertConfig = read_optional_json(&dir.join("sentence_bert_config.json"))?.unwrap_or_default();
         let max_tokens =
             [st.max_seq_length, config.max_tokens].into_iter().flatten().fold(encoder.max_positions, usize::min).max(1);

@@ -14,6 +14,7 @@
 //! the async executor. Nothing here knows about HTTP or gRPC.
 
 pub mod backend;
+mod bf16;
 mod candle_threads;
 pub mod embed;
 pub mod error;

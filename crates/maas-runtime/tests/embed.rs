@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use maas_runtime::embed::{EMBEDDING_OUTPUT, EmbeddingBackend, EmbeddingConfig, TEXT_INPUT, TOKENS_OUTPUT};
+use maas_runtime::embed::{
+    EMBEDDING_OUTPUT, EmbeddingBackend, EmbeddingConfig, EmbeddingPrecision, TEXT_INPUT, TOKENS_OUTPUT,
+};
 use maas_runtime::{
     Backend, DataType, InferRequest, IoSpec, Replica, ReplicaConfig, ReplicaError, RuntimeError, Tensor, TensorData,
 };
@@ -90,21 +92,43 @@ fn reports_its_signature() {
     );
 }
 
+fn load_with(precision: EmbeddingPrecision) -> EmbeddingBackend {
+    EmbeddingBackend::load(&model_dir(), &EmbeddingConfig { precision, ..Default::default() }).unwrap()
+}
+
+/// Both precisions against sentence-transformers: f32 products and the default, bfloat16
+/// products where this CPU has them (decision 013; measured on Zen 4: cosine ≥ 0.99996, values
+/// within 1.3e-3), f32 elsewhere.
 #[test]
 fn matches_sentence_transformers() {
     let reference = reference();
-    let mut backend = load();
     let sentences: Vec<&str> = reference.sentences.iter().map(String::as_str).collect();
-    let (vectors, tokens) = embed(&mut backend, &sentences);
-    assert_eq!(tokens, reference.tokens, "token counts after truncation, special tokens included");
-    assert!(tokens.iter().any(|&t| t > 128), "the reference has a text longer than the tokenizer's own 128");
-    assert!(tokens.contains(&(reference.max_seq_length as i64)), "the reference has a truncated text");
-    for (i, (got, want)) in vectors.iter().zip(&reference.embeddings).enumerate() {
-        let similarity = cosine(got, want);
-        assert!(similarity >= 0.999, "sentence {i} ({:?}): cosine {similarity}", sentences[i]);
-        assert!((norm(got) - 1.0).abs() < 1e-4, "sentence {i}: norm {}", norm(got));
-        assert!(max_abs_diff(got, want) < 2e-3, "sentence {i}: max difference {}", max_abs_diff(got, want));
+    for (precision, max_diff) in [(EmbeddingPrecision::Float32, 2e-3), (EmbeddingPrecision::Auto, 3e-3)] {
+        let (vectors, tokens) = embed(&mut load_with(precision), &sentences);
+        assert_eq!(tokens, reference.tokens, "token counts after truncation, special tokens included");
+        assert!(tokens.iter().any(|&t| t > 128), "the reference has a text longer than the tokenizer's own 128");
+        assert!(tokens.contains(&(reference.max_seq_length as i64)), "the reference has a truncated text");
+        for (i, (got, want)) in vectors.iter().zip(&reference.embeddings).enumerate() {
+            let similarity = cosine(got, want);
+            assert!(similarity >= 0.999, "{precision:?}, sentence {i} ({:?}): cosine {similarity}", sentences[i]);
+            assert!((norm(got) - 1.0).abs() < 1e-4, "{precision:?}, sentence {i}: norm {}", norm(got));
+            let diff = max_abs_diff(got, want);
+            assert!(diff < max_diff, "{precision:?}, sentence {i}: max difference {diff}");
+        }
     }
+}
+
+/// bfloat16 products move the vectors by rounding only: within cosine 0.9999 of f32's
+/// (identical where the CPU has no AVX512_BF16 and both are f32).
+#[test]
+fn bfloat16_products_stay_close_to_f32() {
+    let reference = reference();
+    let sentences: Vec<&str> = reference.sentences.iter().map(String::as_str).collect();
+    let (f32s, _) = embed(&mut load_with(EmbeddingPrecision::Float32), &sentences);
+    let (auto, _) = embed(&mut load_with(EmbeddingPrecision::Auto), &sentences);
+    let worst = f32s.iter().zip(&auto).map(|(a, b)| cosine(a, b)).fold(1.0, f32::min);
+    eprintln!("worst cosine between f32 and auto products: {worst}");
+    assert!(worst >= 0.9999, "worst cosine {worst}");
 }
 
 #[test]

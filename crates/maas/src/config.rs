@@ -12,6 +12,7 @@ use maas_auth::AuthConfig;
 use maas_core::Secret;
 use maas_gateway::GatewayConfig;
 use maas_registry::RegistryConfig;
+use maas_runtime::embed::EmbeddingPrecision;
 use serde::{Deserialize, Serialize};
 
 /// How logs are written.
@@ -68,6 +69,9 @@ pub struct RuntimeConfig {
     /// Whether intra-op threads keep spinning after a run until the next (ONNX Runtime's
     /// default); off, they spin only during a run and leave the cores to request handling.
     pub spin_between_runs: bool,
+    /// Sentence-embedding encoders' dense layers: `auto` (bfloat16 products with f32 sums
+    /// where the CPU has AVX512_BF16, else f32) or `float32`.
+    pub embeddings_precision: EmbeddingPrecision,
 }
 
 /// Where model files are stored.
@@ -216,5 +220,19 @@ mod tests {
         assert!(config.validate().is_err());
         let config = Config { grpc_listen: Config::default().listen, ..Config::default() };
         assert!(config.validate().is_err(), "HTTP and gRPC on one address");
+    }
+
+    #[test]
+    fn embeddings_precision_is_auto_unless_set() {
+        let parse = |toml: &str| {
+            Figment::from(Serialized::defaults(Config::default()))
+                .merge(Toml::string(toml))
+                .extract::<Config>()
+                .map(|c| c.runtime.embeddings_precision)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(parse(""), Ok(EmbeddingPrecision::Auto));
+        assert_eq!(parse("[runtime]\nembeddings_precision = \"float32\""), Ok(EmbeddingPrecision::Float32));
+        assert!(parse("[runtime]\nembeddings_precision = \"fp8\"").is_err());
     }
 }

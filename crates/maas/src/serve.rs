@@ -14,6 +14,7 @@ use maas_artifacts::{ArtifactStore, LocalArtifacts, S3Artifacts, Staging};
 use maas_controller::{Controller, ControllerConfig};
 use maas_registry::Registry;
 use maas_runtime::OnnxConfig;
+use maas_runtime::embed::EmbeddingConfig;
 
 use crate::config::{ArtifactsBackend, Config};
 
@@ -86,6 +87,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 inter_op_threads: config.runtime.inter_op_threads,
                 intra_op_spinning: config.runtime.intra_op_spinning,
                 spin_between_runs: config.runtime.spin_between_runs,
+            },
+            embeddings: EmbeddingConfig {
+                precision: config.runtime.embeddings_precision,
+                ..EmbeddingConfig::default()
             },
             max_upstream_answer_bytes: config.http.max_infer_bytes,
         },
