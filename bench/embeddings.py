@@ -4,7 +4,8 @@
 Run by bench/embeddings.sh, which builds the binaries and starts the server. Rows
 (bench/README.md has the method):
   sentence-transformers  SentenceTransformer.encode per batch, in a subprocess of the st-venv's
-                         Python (torch with the same threads)
+                         Python (torch with the same threads); with --st-bf16 also the model
+                         in bfloat16, for information
   in-process             crates/maas-runtime/examples/embed_bench: EmbeddingBackend::infer per
                          batch, no server
   server                 POST /v1/embeddings with one batch per request, sequential calls,
@@ -112,6 +113,8 @@ def run_st(args) -> int:
 
     torch.set_num_threads(args.threads)
     model = SentenceTransformer(args.model_dir, device="cpu", local_files_only=True)
+    if args.dtype == "bfloat16":
+        model = model.to(torch.bfloat16)
     texts = sentences(args.sentences)
     tokens = [int(n) for n in getattr(model, "preprocess", model.tokenize)(texts)["attention_mask"].sum(dim=1)]
     encode = lambda b: model.encode(b, batch_size=len(b))  # noqa: E731
@@ -239,11 +242,12 @@ def report(args, results: dict, notes: dict, info: dict | None, idle: float, loa
     print("| --- | ---: | --- | ---: | ---: | --- | --- |")
     rows = [
         ("st", "sentence-transformers `encode` (reference)", False),
+        ("st_bf16", "sentence-transformers `encode`, the model in bfloat16 (`model.to(torch.bfloat16)`; for information)", None),
         ("direct", "MaaS `EmbeddingBackend::infer` in-process (examples/embed_bench)", True),
         ("server", f"MaaS `POST /v1/embeddings` ({args.encoding}), sequential requests of one batch each", True),
     ]
     for key, label, judged in rows:
-        target = "≥ 2×" if judged else "reference"
+        target = {True: "≥ 2×", False: "reference", None: "for information"}[judged]
         r = results.get(key)
         if not r:
             print(f"| {label} | — | — | — | — | {target} | {notes.get(key, 'not run')} |")
@@ -292,6 +296,9 @@ def start_variants(args, texts: list[str]) -> tuple[list, dict, dict | None]:
         child = Child("st", cmd)
         info = json.loads(child.ready)["ready"]
         variants.append(child)
+        if args.st_bf16:
+            log("sentence-transformers, the model in bfloat16")
+            variants.append(Child("st_bf16", cmd + ["--dtype", "bfloat16"]))
     else:
         notes["st"] = "skipped: no sentence-transformers venv (see bench/README.md)"
     if args.embed_bench:
@@ -318,6 +325,9 @@ def main() -> int:
     sent.add_argument("file")
     for q in (p, st, sent):
         q.add_argument("--sentences", type=int, default=256, help="sentences per round")
+    st.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument("--st-bf16", action="store_true",
+                   help="also time sentence-transformers with the model in bfloat16 (a row for information)")
     for q in (p, st):
         q.add_argument("--model-dir", default=None, help="the sentence-transformers folder")
         q.add_argument("--threads", type=int, default=2)
