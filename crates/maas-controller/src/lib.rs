@@ -28,7 +28,7 @@ use maas_runtime::embed::EmbeddingConfig;
 use maas_runtime::onnx::OnnxConfig;
 use maas_store::Store;
 
-pub use endpoint::Endpoint;
+pub use endpoint::{Endpoint, ReplicaStatus};
 pub use error::ControllerError;
 pub use runtime::{Runtime, Serves};
 pub use spec::DeploymentSpec;

@@ -168,4 +168,17 @@ async fn a_broken_model_file_fails_visibly() {
         "v2 error shape: {body}"
     );
     assert!(body["error"].is_string(), "{body}");
+
+    // Triton's repository index shows it unavailable, with the reason, and leaves it out of the ready ones.
+    let key = key["key"].as_str().unwrap();
+    let index = |body: &'static str| call(client().post(s.at("/v2/repository/index")).bearer_auth(key).body(body));
+    let (status, body) = index("").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (&body[0]["name"], &body[0]["version"], &body[0]["state"]),
+        (&json!("bob/broken"), &json!("1"), &json!("UNAVAILABLE"))
+    );
+    assert!(body[0]["reason"].as_str().unwrap().contains("Zzz"), "{body}");
+    let (status, body) = index(r#"{"ready": true}"#).await;
+    assert_eq!((status, body), (StatusCode::OK, json!([])));
 }

@@ -241,7 +241,7 @@ async fn triton_clients_over_http_and_grpc() {
         assert_eq!(out[k], true, "{k}: {out}");
     }
     let server = json!({ "name": "maas", "version": env!("CARGO_PKG_VERSION"),
-        "extensions": ["binary_tensor_data", "model_configuration", "statistics"] });
+        "extensions": ["binary_tensor_data", "model_configuration", "model_repository", "statistics"] });
     assert_eq!(out["http_server"], server);
     assert_eq!(out["grpc_server"], server);
     let io = |names: [&str; 2]| names.map(|n| json!({ "name": n, "datatype": "INT32", "shape": [-1, 16] })).to_vec();
@@ -285,10 +285,14 @@ async fn triton_clients_over_http_and_grpc() {
 }
 
 const TRITON_EXTENSIONS_SCRIPT: &str = r#"
-import json, os
+import json, os, urllib.request
+import grpc
 import numpy as np
 import tritonclient.http as httpclient
 import tritonclient.grpc as grpcclient
+from google.protobuf.json_format import MessageToJson
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+from tritonclient.utils import InferenceServerException
 
 http_url, grpc_url = os.environ["V2_HTTP"], os.environ["V2_GRPC"]
 key, simple = os.environ["V2_KEY"], os.environ["V2_MODEL"]
@@ -334,11 +338,31 @@ out["grpc_stats"] = stats(g.get_inference_statistics(simple, headers=hdr(), as_j
 out["http_all_stats"] = [x["name"] for x in h.get_inference_statistics("", headers=hdr())["model_stats"]]
 out["grpc_all_stats"] = [x["name"] for x in g.get_inference_statistics("", headers=hdr(), as_json=True)["model_stats"]]
 out["http_extensions"] = h.get_server_metadata()["extensions"]
+
+def index(entries):
+    return [{"name": e["name"], "version": e["version"], "state": e["state"], "reason": e.get("reason", "")}
+            for e in entries]
+
+out["http_index"] = index(h.get_model_repository_index(headers=hdr()))
+out["grpc_index"] = index(g.get_model_repository_index(headers=hdr(), as_json=True)["models"])
+# `ready: true` through the plain protocols (tritonclient always asks for every model).
+req = urllib.request.Request(f"http://{http_url}/v2/repository/index", data=b'{"ready": true}', headers=hdr())
+out["http_index_ready"] = index(json.loads(urllib.request.urlopen(req).read()))
+stub = service_pb2_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(grpc_url))
+reply = stub.RepositoryIndex(service_pb2.RepositoryIndexRequest(ready=True), metadata=list(hdr().items()))
+out["grpc_index_ready"] = index(json.loads(MessageToJson(reply, preserving_proto_field_name=True))["models"])
+for action, call in (("load", lambda c: c.load_model), ("unload", lambda c: c.unload_model)):
+    for proto, client in (("http", h), ("grpc", g)):
+        try:
+            call(client)(simple, headers=hdr())
+            out[f"{proto}_{action}"] = {"status": "ok"}
+        except InferenceServerException as e:
+            out[f"{proto}_{action}"] = {"status": str(e.status()), "message": e.message()}
 print(json.dumps(out))
 "#;
 
 #[tokio::test]
-async fn triton_model_configuration_and_statistics() {
+async fn triton_model_configuration_statistics_and_repository() {
     let (s, alice, key) = setup(ServerOptions::default()).await;
     deploy(&s, &alice, "alice", "strings", "public", read(&onnx_dir().join("strings.onnx"))).await;
     let out = triton_script(&s, TRITON_EXTENSIONS_SCRIPT, &key, ("V2_MODEL", "alice/simple"));
@@ -361,7 +385,27 @@ async fn triton_model_configuration_and_statistics() {
     for k in ["http_all_stats", "grpc_all_stats"] {
         assert_eq!(out[k], json!(["alice/simple", "alice/strings"]), "{k}");
     }
-    assert_eq!(out["http_extensions"], json!(["binary_tensor_data", "model_configuration", "statistics"]));
+    assert_eq!(
+        out["http_extensions"],
+        json!(["binary_tensor_data", "model_configuration", "model_repository", "statistics"])
+    );
+
+    // The repository index: both deployments, ready, by `tenant/name`; load and unload refused.
+    let ready = |name: &str| json!({ "name": name, "version": "1", "state": "READY", "reason": "" });
+    let index = json!([ready("alice/simple"), ready("alice/strings")]);
+    for k in ["http_index", "grpc_index", "http_index_ready", "grpc_index_ready"] {
+        assert_eq!(out[k], index, "{k}");
+    }
+    for (k, status) in [
+        ("http_load", "400"),
+        ("http_unload", "400"),
+        ("grpc_load", "StatusCode.INVALID_ARGUMENT"),
+        ("grpc_unload", "StatusCode.INVALID_ARGUMENT"),
+    ] {
+        let message = out[k]["message"].as_str().unwrap_or_default();
+        assert_eq!(out[k]["status"], status, "{k}: {}", out[k]);
+        assert!(message.contains("/api/v1/deployments") && message.contains("alice/simple"), "{k}: {message}");
+    }
 
     // Another tenant may call alice's public model, not read its numbers.
     let bob = user(&s, "bob").await.unwrap();
@@ -377,6 +421,18 @@ async fn triton_model_configuration_and_statistics() {
     assert_eq!(body, json!({ "model_stats": [] }));
     let (status, body) = get("/v2/models/config").await;
     assert_eq!((status, v2_code(&body)), (StatusCode::BAD_REQUEST, "invalid_request"), "{body}");
+    // Bob's index has alice's public model only; a malformed index request is a 400.
+    let index = |body: &'static str| call(client().post(s.at("/v2/repository/index")).bearer_auth(&bob_key).body(body));
+    let (status, body) = index("").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body.as_array().unwrap().iter().map(|e| e["name"].clone()).collect::<Vec<_>>(),
+        [json!("alice/strings")]
+    );
+    let (status, body) = index("{\"ready\": 1}").await;
+    assert_eq!((status, v2_code(&body)), (StatusCode::BAD_REQUEST, "invalid_request"), "{body}");
+    let (status, body) = call(client().post(s.at("/v2/repository/index"))).await;
+    assert_eq!((status, v2_code(&body)), (StatusCode::UNAUTHORIZED, "unauthenticated"), "{body}");
 }
 
 #[tokio::test]

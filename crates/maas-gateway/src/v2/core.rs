@@ -17,7 +17,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// The protocol extensions server metadata lists (`GET /v2`, gRPC `ServerMetadata`).
-pub const EXTENSIONS: [&str; 3] = ["binary_tensor_data", "model_configuration", "statistics"];
+pub const EXTENSIONS: [&str; 4] = ["binary_tensor_data", "model_configuration", "model_repository", "statistics"];
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TensorMetadata {

@@ -1,5 +1,6 @@
 //! KServe v2 REST routes: health, server and model metadata, readiness, inference, and
-//! Triton's model configuration (`…/config`) and statistics (`…/stats`, `/v2/models/stats`).
+//! Triton's model configuration (`…/config`), statistics (`…/stats`, `/v2/models/stats`) and
+//! model repository (`/v2/repository/…`).
 //!
 //! The model name is `tenant/name` (URL-encoded as one segment or as two segments) or a bare
 //! name in the caller's tenant, optionally followed by `/versions/{v}`; so the routes are one
@@ -11,7 +12,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use bytes::Buf;
 use http_body_util::{BodyExt, Limited};
 use maas_auth::Caller;
@@ -23,7 +24,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 use super::core::{self, ModelMetadata, TensorMetadata};
-use super::{codec, triton, upstream};
+use super::{codec, repository, triton, upstream};
 use crate::error::ApiError;
 use crate::extract::Path;
 use crate::metering;
@@ -191,6 +192,38 @@ async fn run(
     Ok(response)
 }
 
+/// `POST /v2/repository/index`: the models the key may call over v2, with their state. The
+/// body (`{"ready": true}` for the ready ones only) may be empty, as tritonclient sends it.
+#[utoipa::path(post, path = "/v2/repository/index", tag = "v2",
+    request_body(content = Option<repository::RepositoryIndexRequest>, description = "optional; may be empty"),
+    security(("api_key" = [])), responses((status = 200, body = Vec<repository::RepositoryIndexEntry>), (status = 401)))]
+async fn repository_index(
+    State(state): State<AppState>,
+    caller: Result<Caller, ApiError>,
+    body: bytes::Bytes,
+) -> V2Result<axum::Json<Vec<repository::RepositoryIndexEntry>>> {
+    let caller = caller?;
+    let request: repository::RepositoryIndexRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        Default::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| bad_request(format!("the repository index request: {e}")))?
+    };
+    Ok(axum::Json(repository::index(&state, &caller, request.ready).await?))
+}
+
+/// `POST /v2/repository/models/{name}/load|unload`: refused (400 `unsupported_operation`);
+/// deployments are loaded and unloaded through `/api/v1/deployments`.
+#[utoipa::path(post, path = "/v2/repository/models/{name}/load", tag = "v2", params(("name" = String, Path)),
+    security(("api_key" = [])), responses((status = 400, description = "unsupported_operation")))]
+async fn repository_model(caller: Result<Caller, ApiError>, Path(rest): Path<String>) -> V2Result<Response> {
+    caller?;
+    let (name, action) = rest.rsplit_once('/').unwrap_or(("", rest.as_str()));
+    match action {
+        "load" | "unload" if !name.is_empty() => Err(V2Error(repository::model_control(name, action))),
+        _ => Err(bad_request(format!("'{rest}' is not a repository path: …/{{name}}/load or …/{{name}}/unload"))),
+    }
+}
+
 /// `GET /v2/health/live`: the server is up.
 #[utoipa::path(get, path = "/v2/health/live", tag = "v2", responses((status = 200)))]
 async fn live() -> StatusCode {
@@ -266,9 +299,16 @@ fn doc_all_stats() {}
         doc_model_infer,
         doc_model_config,
         doc_model_stats,
-        doc_all_stats
+        doc_all_stats,
+        repository_index,
+        repository_model
     ),
-    components(schemas(ModelMetadata, TensorMetadata))
+    components(schemas(
+        ModelMetadata,
+        TensorMetadata,
+        repository::RepositoryIndexRequest,
+        repository::RepositoryIndexEntry
+    ))
 )]
 struct V2Doc;
 
@@ -277,7 +317,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .route("/v2/health/live", get(live))
         .route("/v2/health/ready", get(ready))
         .route("/v2", get(server_metadata))
-        .route("/v2/models/{*rest}", get(model_get).post(model_post));
+        .route("/v2/models/{*rest}", get(model_get).post(model_post))
+        .route("/v2/repository/index", post(repository_index))
+        .route("/v2/repository/models/{*rest}", post(repository_model));
     router.get_openapi_mut().merge(V2Doc::openapi());
     router
 }

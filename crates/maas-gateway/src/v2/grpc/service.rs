@@ -15,15 +15,16 @@ use super::proto::model_metadata_response::TensorMetadata;
 use super::proto::{
     ModelConfigRequest, ModelConfigResponse, ModelInferRequest, ModelInferResponse, ModelMetadataRequest,
     ModelMetadataResponse, ModelReadyRequest, ModelReadyResponse, ModelStatisticsRequest, ModelStatisticsResponse,
-    ServerLiveRequest, ServerLiveResponse, ServerMetadataRequest, ServerMetadataResponse, ServerReadyRequest,
-    ServerReadyResponse,
+    RepositoryIndexRequest, RepositoryIndexResponse, RepositoryModelLoadRequest, RepositoryModelLoadResponse,
+    RepositoryModelUnloadRequest, RepositoryModelUnloadResponse, ServerLiveRequest, ServerLiveResponse,
+    ServerMetadataRequest, ServerMetadataResponse, ServerReadyRequest, ServerReadyResponse,
 };
 use super::{status, tensors, triton};
 use crate::error::ApiError;
 use crate::extract::bearer_secret;
 use crate::metering::{self, Outcome};
 use crate::state::AppState;
-use crate::v2::core;
+use crate::v2::{core, repository};
 use maas_core::ErrorCode;
 
 /// The gRPC inference service over the gateway's state.
@@ -104,6 +105,18 @@ impl InferenceService {
         let name = Some(req.name.as_str()).filter(|n| !n.is_empty());
         let list = crate::v2::triton::stats(&self.state, &caller, name, Some(&req.version)).await?;
         Ok(triton::stats(list))
+    }
+
+    async fn index(&self, request: Request<RepositoryIndexRequest>) -> Result<RepositoryIndexResponse, ApiError> {
+        let caller = self.caller(&request).await?;
+        let models = repository::index(&self.state, &caller, request.get_ref().ready).await?;
+        Ok(RepositoryIndexResponse { models: models.into_iter().map(triton::index_entry).collect() })
+    }
+
+    /// Load and unload: authenticated, then refused.
+    async fn model_control<T>(&self, request: &Request<T>, name: &str, action: &str) -> Result<(), ApiError> {
+        self.caller(request).await?;
+        Err(repository::model_control(name, action))
     }
 
     async fn infer(&self, request: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, ApiError> {
@@ -201,5 +214,34 @@ impl GrpcInferenceService for InferenceService {
         request: Request<ModelStatisticsRequest>,
     ) -> Result<Response<ModelStatisticsResponse>, Status> {
         self.statistics(request).await.map(Response::new).map_err(status)
+    }
+
+    async fn repository_index(
+        &self,
+        request: Request<RepositoryIndexRequest>,
+    ) -> Result<Response<RepositoryIndexResponse>, Status> {
+        self.index(request).await.map(Response::new).map_err(status)
+    }
+
+    async fn repository_model_load(
+        &self,
+        request: Request<RepositoryModelLoadRequest>,
+    ) -> Result<Response<RepositoryModelLoadResponse>, Status> {
+        let name = request.get_ref().model_name.clone();
+        self.model_control(&request, &name, "load")
+            .await
+            .map(|()| Response::new(RepositoryModelLoadResponse {}))
+            .map_err(status)
+    }
+
+    async fn repository_model_unload(
+        &self,
+        request: Request<RepositoryModelUnloadRequest>,
+    ) -> Result<Response<RepositoryModelUnloadResponse>, Status> {
+        let name = request.get_ref().model_name.clone();
+        self.model_control(&request, &name, "unload")
+            .await
+            .map(|()| Response::new(RepositoryModelUnloadResponse {}))
+            .map_err(status)
     }
 }

@@ -1,12 +1,15 @@
-//! Triton's model configuration and statistics ([`crate::v2::triton`]) as the protobuf
-//! messages of the gRPC `ModelConfig` and `ModelStatistics` calls.
+//! Triton's model configuration and statistics ([`crate::v2::triton`]) and the repository
+//! index ([`crate::v2::repository`]) as the protobuf messages of the gRPC `ModelConfig`,
+//! `ModelStatistics` and `RepositoryIndex` calls.
 
 use super::proto::model_input::Format;
 use super::proto::model_instance_group::Kind;
+use super::proto::repository_index_response::ModelIndex;
 use super::proto::{
     InferBatchStatistics, InferStatistics, ModelConfig, ModelDynamicBatching, ModelInput, ModelInstanceGroup,
     ModelOutput, ModelStatistics, ModelStatisticsResponse, StatisticDuration,
 };
+use crate::v2::repository::RepositoryIndexEntry;
 use crate::v2::triton::{self, ConfigTensor, InstanceKind, StatDuration, triton_type};
 
 pub fn config(c: triton::ModelConfig) -> ModelConfig {
@@ -79,4 +82,8 @@ pub fn stats(list: triton::StatsList) -> ModelStatisticsResponse {
         }
     };
     ModelStatisticsResponse { model_stats: list.model_stats.into_iter().map(model).collect() }
+}
+
+pub fn index_entry(e: RepositoryIndexEntry) -> ModelIndex {
+    ModelIndex { name: e.name, version: e.version, state: e.state.to_owned(), reason: e.reason }
 }
