@@ -21,9 +21,8 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        // No ping before each acquire (sqlx's default): an embedded connection cannot be cut
-        // off like a network one, and the ping is a round trip to the connection's thread that
-        // every statement, including each usage record an answer waits for, would pay.
+        // No ping before each acquire (sqlx's default): an embedded file cannot be cut off like a
+        // socket, and the ping costs every statement a round trip to the connection's thread.
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .test_before_acquire(false)
