@@ -149,7 +149,10 @@ pub fn data_to_json(data: &TensorData) -> Value {
 /// Little-endian elements of `N` bytes read straight out of `raw`'s chunks into one vector: a
 /// request body arrives as several buffers, and making it contiguous first would copy a large
 /// tensor once more. An element split across two chunks is put together in `pending`.
-fn from_le<T, const N: usize>(mut raw: impl Buf, decode: fn([u8; N]) -> T) -> Vec<T> {
+/// `decode` is a generic, not a `fn` pointer: called through a pointer it is not inlined, and a
+/// batch-8 ResNet input (1.2 M floats) took 1.5 ms to decode one call at a time; inlined, the
+/// loop compiles to wide loads and stores.
+fn from_le<T, const N: usize>(mut raw: impl Buf, decode: impl Fn([u8; N]) -> T) -> Vec<T> {
     let mut out = Vec::with_capacity(raw.remaining() / N);
     let mut pending = [0u8; N];
     let mut filled = 0;
@@ -228,8 +231,13 @@ pub fn binary_to_data(
 
 /// Tensor data to raw little-endian bytes (BYTES: 4-byte length prefix per element).
 pub fn data_to_binary(data: &TensorData) -> Vec<u8> {
-    fn le<T: Copy, const N: usize>(v: &[T], f: fn(T) -> [u8; N]) -> Vec<u8> {
-        v.iter().flat_map(|&x| f(x)).collect()
+    // `f` generic, as in `from_le`, so that it is inlined into the loop.
+    fn le<T: Copy, const N: usize>(v: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(v.len() * N);
+        for &x in v {
+            out.extend_from_slice(&f(x));
+        }
+        out
     }
     match data {
         TensorData::Bool(v) => v.iter().map(|&b| u8::from(b)).collect(),
