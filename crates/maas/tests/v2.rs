@@ -758,8 +758,10 @@ print(json.dumps({"busy": busy, "hasty": call("alice/hasty")}))
 #[tokio::test]
 async fn a_full_queue_is_429_and_a_slow_call_is_504_over_rest_and_grpc() {
     let (s, alice) = nsfw_setup().await;
-    // One request runs and one waits; a run of 4 images takes tens of milliseconds.
-    let one_at_a_time = json!({ "queue_capacity": 1, "batching": { "max_batch_size": 1, "max_queue_delay_us": 0 } });
+    // One request runs and one waits. One thread, so that a run of 4 images takes tens of
+    // milliseconds on any CPU, longer than 12 requests take to arrive.
+    let one_at_a_time = json!({ "threads": 1, "queue_capacity": 1,
+        "batching": { "max_batch_size": 1, "max_queue_delay_us": 0 } });
     deploy_as(&s, &alice, "alice", "busy", "alice/nsfw", one_at_a_time).await;
     deploy_as(&s, &alice, "alice", "hasty", "alice/nsfw", json!({ "timeout_ms": 1 })).await;
     let key = api_key(&s, &alice, "alice", &["infer"]).await;
@@ -801,7 +803,8 @@ async fn a_full_queue_is_429_and_a_slow_call_is_504_over_rest_and_grpc() {
 #[tokio::test]
 async fn a_request_whose_client_hung_up_is_not_run() {
     let (s, alice) = nsfw_setup().await;
-    let one_at_a_time = json!({ "batching": { "max_batch_size": 1, "max_queue_delay_us": 0 } });
+    // One thread: a run of 32 images takes well over the third client's 150 ms on any CPU.
+    let one_at_a_time = json!({ "threads": 1, "batching": { "max_batch_size": 1, "max_queue_delay_us": 0 } });
     deploy_as(&s, &alice, "alice", "nsfw", "alice/nsfw", one_at_a_time).await;
     let key = api_key(&s, &alice, "alice", &["infer"]).await;
     let send = |rows: usize, timeout: Duration| nsfw_post(&s, &key, "alice/nsfw", rows).timeout(timeout).send();
@@ -810,9 +813,9 @@ async fn a_request_whose_client_hung_up_is_not_run() {
         status["replica_status"][0]["queue_depth"].as_u64().unwrap_or_else(|| panic!("{status}"))
     };
 
-    // Two runs of 16 images: one runs, the other waits (a run takes a good part of a second).
+    // Two runs of 32 images: one runs, the other waits.
     let long = Duration::from_secs(300);
-    let (first, second) = (tokio::spawn(send(16, long)), tokio::spawn(send(16, long)));
+    let (first, second) = (tokio::spawn(send(32, long)), tokio::spawn(send(32, long)));
     let mut waited = 0;
     while queued().await == 0 {
         waited += 1;
@@ -833,5 +836,5 @@ async fn a_request_whose_client_hung_up_is_not_run() {
     let (status, stats) = call(client().get(s.at("/v2/models/alice/nsfw/stats")).bearer_auth(&key)).await;
     assert_eq!(status, StatusCode::OK, "{stats}");
     let model = &stats["model_stats"][0];
-    assert_eq!((model["inference_count"].as_u64(), model["execution_count"].as_u64()), (Some(32), Some(2)), "{stats}");
+    assert_eq!((model["inference_count"].as_u64(), model["execution_count"].as_u64()), (Some(64), Some(2)), "{stats}");
 }
