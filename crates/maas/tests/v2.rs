@@ -1,8 +1,8 @@
 //! The KServe v2 protocol through the real binary: Triton's own Python clients
 //! (`tritonclient.http` and `tritonclient.grpc`) against REST and gRPC, and REST-level checks
 //! with reqwest: model name forms, versions, access, limits, a real ONNX model, batching
-//! under concurrent load, and overload with a real ResNet-50 (a full queue, a timeout, a
-//! client that hangs up).
+//! under concurrent load, and overload with a real ResNet-50 (a full queue, a timeout,
+//! clients that hang up, over REST and gRPC).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,6 +10,7 @@ use std::time::Duration;
 use maas_testkit::{Server, ServerOptions, call, client, code, models_dir, user};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 const BIN: &str = env!("CARGO_BIN_EXE_maas");
 
@@ -798,12 +799,32 @@ async fn a_full_queue_is_429_and_a_slow_call_is_504_over_rest_and_grpc() {
     assert_eq!(out["hasty"], "StatusCode.DEADLINE_EXCEEDED", "{out}");
 }
 
-/// A client that hangs up while its request waits in the queue takes the request with it: the
-/// replica never runs it (Triton's statistics count the rows run).
+/// Sends one image to `alice/nsfw` with tritonclient.grpc and a 150 ms deadline once a line
+/// arrives on stdin (after printing `ready`: the imports take a while), then prints the outcome.
+const HANG_UP_SCRIPT: &str = r#"
+import os, sys
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+g = grpcclient.InferenceServerClient(os.environ["V2_GRPC"])
+i = grpcclient.InferInput("input:0", [1, 224, 224, 3], "FP32")
+i.set_data_from_numpy(np.full((1, 224, 224, 3), 0.5, dtype=np.float32))
+print("ready", flush=True)
+sys.stdin.readline()
+try:
+    g.infer("alice/nsfw", [i], headers={"authorization": f"Bearer {os.environ['V2_KEY']}"}, client_timeout=0.15)
+    print("OK", flush=True)
+except InferenceServerException as e:
+    print(e.status(), flush=True)
+"#;
+
+/// A client that hangs up while its request waits in the queue takes the request with it, over
+/// REST and over gRPC: the replica never runs it (Triton's statistics count the rows run).
 #[tokio::test]
 async fn a_request_whose_client_hung_up_is_not_run() {
     let (s, alice) = nsfw_setup().await;
-    // One thread: a run of 32 images takes well over the third client's 150 ms on any CPU.
+    // One thread: a run of 32 images takes well over the hung-up clients' 150 ms on any CPU.
     let one_at_a_time = json!({ "threads": 1, "batching": { "max_batch_size": 1, "max_queue_delay_us": 0 } });
     deploy_as(&s, &alice, "alice", "nsfw", "alice/nsfw", one_at_a_time).await;
     let key = api_key(&s, &alice, "alice", &["infer"]).await;
@@ -812,6 +833,20 @@ async fn a_request_whose_client_hung_up_is_not_run() {
         let (_, status) = call(alice.get(s.at("/api/v1/deployments/alice/nsfw"))).await;
         status["replica_status"][0]["queue_depth"].as_u64().unwrap_or_else(|| panic!("{status}"))
     };
+
+    // The gRPC client, started first: its Python imports take longer than the wait below.
+    let python = std::env::var("MAAS_TEST_PYTHON").expect("MAAS_TEST_PYTHON is not set: use scripts/test.sh");
+    let mut grpc_client = tokio::process::Command::new(python)
+        .args(["-c", HANG_UP_SCRIPT])
+        .env("V2_GRPC", &s.grpc_addr)
+        .env("V2_KEY", &key)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut grpc_out = tokio::io::BufReader::new(grpc_client.stdout.take().unwrap()).lines();
+    assert_eq!(grpc_out.next_line().await.unwrap().as_deref(), Some("ready"));
 
     // Two runs of 32 images: one runs, the other waits.
     let long = Duration::from_secs(300);
@@ -825,10 +860,15 @@ async fn a_request_whose_client_hung_up_is_not_run() {
     // A third joins the queue behind the waiting one, and its client gives up while it waits.
     let third = send(1, Duration::from_millis(150)).await;
     assert!(third.as_ref().is_err_and(reqwest::Error::is_timeout), "{third:?}");
+    // And a fourth, over gRPC, whose deadline passes while it waits.
+    let mut stdin = grpc_client.stdin.take().unwrap();
+    stdin.write_all(b"go\n").await.unwrap();
+    let outcome = grpc_out.next_line().await.unwrap();
+    assert_eq!(outcome.as_deref(), Some("StatusCode.DEADLINE_EXCEEDED"));
     assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::OK);
     assert_eq!(second.await.unwrap().unwrap().status(), StatusCode::OK);
 
-    // Whatever would have run the third has had its turn once the queue is empty and idle.
+    // Whatever would have run the last two has had its turn once the queue is empty and idle.
     while queued().await > 0 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
