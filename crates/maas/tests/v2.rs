@@ -629,25 +629,7 @@ async fn real_ocr_classifier_answers_a_softmax() {
     let output = meta["outputs"][0]["name"].as_str().unwrap().to_owned();
 
     // Binary tensors both ways: 1×3×48×192 of 0.5 in, the [1,2] class probabilities out.
-    let elements = 3 * 48 * 192;
-    let data: Vec<u8> = std::iter::repeat_n(0.5f32.to_le_bytes(), elements).flatten().collect();
-    let header = json!({
-        "inputs": [{ "name": "x", "shape": [1, 3, 48, 192], "datatype": "FP32",
-            "parameters": { "binary_data_size": data.len() } }],
-        "outputs": [{ "name": output, "parameters": { "binary_data": true } }],
-    })
-    .to_string();
-    let mut body = header.clone().into_bytes();
-    body.extend_from_slice(&data);
-    let response = client()
-        .post(s.at("/v2/models/alice/cls/infer"))
-        .bearer_auth(&key)
-        .header("inference-header-content-length", header.len())
-        .header("content-type", "application/octet-stream")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let response = binary_post(&s, &key, "alice/cls", "x", &[1, 3, 48, 192], &output).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let json_len: usize = response.headers()["inference-header-content-length"].to_str().unwrap().parse().unwrap();
     let bytes = response.bytes().await.unwrap();
@@ -700,28 +682,36 @@ async fn nsfw_setup() -> (Server, Client) {
 
 /// A binary v2 request of `rows` images to the open-nsfw deployment `endpoint`, ready to send.
 fn nsfw_post(s: &Server, key: &str, endpoint: &str, rows: usize) -> reqwest::RequestBuilder {
-    let (body, header_len) = nsfw_request(rows);
+    binary_post(s, key, endpoint, "input:0", &[rows, 224, 224, 3], "outputs")
+}
+
+/// A v2 request to `endpoint` with one FP32 `input` of `shape`, 0.5 everywhere, sent as binary
+/// data, asking for `output` as binary data; ready to send.
+fn binary_post(
+    s: &Server,
+    key: &str,
+    endpoint: &str,
+    input: &str,
+    shape: &[usize],
+    output: &str,
+) -> reqwest::RequestBuilder {
+    let elements = shape.iter().product();
+    let data: Vec<u8> = std::iter::repeat_n(0.5f32.to_le_bytes(), elements).flatten().collect();
+    let header = json!({
+        "inputs": [{ "name": input, "shape": shape, "datatype": "FP32",
+            "parameters": { "binary_data_size": data.len() } }],
+        "outputs": [{ "name": output, "parameters": { "binary_data": true } }],
+    })
+    .to_string();
+    let header_len = header.len();
+    let mut body = header.into_bytes();
+    body.extend_from_slice(&data);
     client()
         .post(s.at(&format!("/v2/models/{endpoint}/infer")))
         .bearer_auth(key)
         .header("inference-header-content-length", header_len)
         .header("content-type", "application/octet-stream")
         .body(body)
-}
-
-/// A binary v2 request of `rows` images (0.5 everywhere) for open-nsfw, asking for its output
-/// as binary data: the body and the value of `Inference-Header-Content-Length`.
-fn nsfw_request(rows: usize) -> (Vec<u8>, usize) {
-    let data: Vec<u8> = std::iter::repeat_n(0.5f32.to_le_bytes(), rows * 224 * 224 * 3).flatten().collect();
-    let header = json!({
-        "inputs": [{ "name": "input:0", "shape": [rows, 224, 224, 3], "datatype": "FP32",
-            "parameters": { "binary_data_size": data.len() } }],
-        "outputs": [{ "name": "outputs", "parameters": { "binary_data": true } }],
-    })
-    .to_string();
-    let mut body = header.clone().into_bytes();
-    body.extend_from_slice(&data);
-    (body, header.len())
 }
 
 const OVERLOAD_SCRIPT: &str = r#"
