@@ -146,87 +146,143 @@ pub fn data_to_json(data: &TensorData) -> Value {
     }
 }
 
-/// Little-endian elements of `N` bytes read straight out of `raw`'s chunks into one vector: a
-/// request body arrives as several buffers, and making it contiguous first would copy a large
-/// tensor once more. An element split across two chunks is put together in `pending`.
-/// `decode` is a generic, not a `fn` pointer: called through a pointer it was not inlined, and
-/// decoding a batch-8 ResNet input (1.2 M floats) one call per element was half the server's
-/// CPU for that request over gRPC; inlined, the loop compiles to wide loads and stores.
-fn from_le<T, const N: usize>(mut raw: impl Buf, decode: impl Fn([u8; N]) -> T) -> Vec<T> {
-    let mut out = Vec::with_capacity(raw.remaining() / N);
-    let mut pending = [0u8; N];
-    let mut filled = 0;
-    while raw.has_remaining() {
-        let chunk = raw.chunk();
-        let mut rest = chunk;
-        if filled > 0 {
-            let take = (N - filled).min(rest.len());
-            pending[filled..filled + take].copy_from_slice(&rest[..take]);
-            filled += take;
-            rest = &rest[take..];
-            if filled == N {
-                out.push(decode(pending));
-                filled = 0;
-            }
+/// Appends the little-endian elements of `bytes` to `out`; an element split across two chunks
+/// is put together in `pending` (`filled` bytes of it so far). `decode` is a generic, not a `fn`
+/// pointer: called through a pointer it was not inlined, and decoding a batch-8 ResNet input
+/// (1.2 M floats) one call per element was half the server's CPU for that request over gRPC;
+/// inlined, the loop compiles to wide loads and stores.
+fn extend_le<T, const N: usize>(
+    out: &mut Vec<T>,
+    pending: &mut [u8; 8],
+    filled: &mut usize,
+    mut bytes: &[u8],
+    decode: impl Fn([u8; N]) -> T,
+) {
+    let element = |b: &[u8]| decode(b.try_into().unwrap_or([0; N]));
+    if *filled > 0 {
+        let take = (N - *filled).min(bytes.len());
+        pending[*filled..*filled + take].copy_from_slice(&bytes[..take]);
+        *filled += take;
+        bytes = &bytes[take..];
+        if *filled == N {
+            out.push(element(&pending[..N]));
+            *filled = 0;
         }
-        let whole = rest.len() / N * N;
-        out.extend(rest[..whole].chunks_exact(N).map(|b| decode(b.try_into().unwrap_or([0; N]))));
-        let tail = &rest[whole..];
-        pending[filled..filled + tail.len()].copy_from_slice(tail);
-        filled += tail.len();
-        let consumed = chunk.len();
-        raw.advance(consumed);
     }
-    out
+    let whole = bytes.len() / N * N;
+    out.extend(bytes[..whole].chunks_exact(N).map(element));
+    let tail = &bytes[whole..];
+    pending[*filled..*filled + tail.len()].copy_from_slice(tail);
+    *filled += tail.len();
 }
 
-/// Raw little-endian bytes (or length-prefixed BYTES elements) to tensor data.
-pub fn binary_to_data(
-    name: &str,
-    dtype: DataType,
-    mut raw: impl Buf,
-    elements: usize,
-) -> Result<TensorData, CodecError> {
-    if let Some(size) = dtype.size()
-        && raw.remaining() != elements * size
-    {
-        return Err(err(format!(
-            "input '{name}': {} bytes of binary data, but shape × {dtype} needs {}",
-            raw.remaining(),
-            elements * size
-        )));
-    }
-    Ok(match dtype {
-        DataType::Bool => TensorData::Bool(from_le(raw, |[b]| b != 0)),
-        DataType::Uint8 => TensorData::Uint8(raw.copy_to_bytes(raw.remaining()).into()),
-        DataType::Int8 => TensorData::Int8(from_le(raw, i8::from_le_bytes)),
-        DataType::Uint16 => TensorData::Uint16(from_le(raw, u16::from_le_bytes)),
-        DataType::Uint32 => TensorData::Uint32(from_le(raw, u32::from_le_bytes)),
-        DataType::Uint64 => TensorData::Uint64(from_le(raw, u64::from_le_bytes)),
-        DataType::Int16 => TensorData::Int16(from_le(raw, i16::from_le_bytes)),
-        DataType::Int32 => TensorData::Int32(from_le(raw, i32::from_le_bytes)),
-        DataType::Int64 => TensorData::Int64(from_le(raw, i64::from_le_bytes)),
-        DataType::Fp32 => TensorData::Fp32(from_le(raw, f32::from_le_bytes)),
-        DataType::Fp64 => TensorData::Fp64(from_le(raw, f64::from_le_bytes)),
-        DataType::Fp16 => TensorData::Fp16(from_le(raw, half::f16::from_le_bytes)),
-        DataType::Bytes => {
-            let raw = raw.copy_to_bytes(raw.remaining());
-            let mut out = Vec::with_capacity(elements);
-            let mut rest = &raw[..];
-            while !rest.is_empty() {
-                let Some((len, tail)) = rest.split_first_chunk::<4>() else {
-                    return Err(err(format!("input '{name}': truncated BYTES element length")));
-                };
-                let len = u32::from_le_bytes(*len) as usize;
-                if tail.len() < len {
-                    return Err(err(format!("input '{name}': BYTES element of {len} bytes runs past the data")));
-                }
-                out.push(tail[..len].to_vec());
-                rest = &tail[len..];
+/// Where a binary tensor's bytes go while they arrive.
+#[derive(Debug)]
+enum Sink {
+    /// Fixed-size elements, decoded as they come.
+    Elements(TensorData),
+    /// BYTES: length-prefixed strings, split once all have arrived.
+    Strings(Vec<u8>),
+}
+
+/// One binary tensor decoded chunk by chunk as its bytes arrive: a body comes as several
+/// buffers, and joining them first would hold (and copy) a large tensor once more.
+#[derive(Debug)]
+struct BinaryDecoder {
+    name: String,
+    size: usize,
+    received: usize,
+    sink: Sink,
+    pending: [u8; 8],
+    filled: usize,
+}
+
+impl BinaryDecoder {
+    /// A decoder of `size` bytes of `dtype` holding `elements` elements (checked, for the
+    /// fixed-size types). The caller bounds `size` by what the body can hold: it is allocated.
+    fn new(name: &str, dtype: DataType, elements: usize, size: usize) -> Result<Self, CodecError> {
+        let sink = match dtype.size() {
+            Some(width) if elements.checked_mul(width) != Some(size) => {
+                return Err(err(format!(
+                    "input '{name}': {size} bytes of binary data, but shape × {dtype} needs {}",
+                    elements.saturating_mul(width)
+                )));
             }
-            TensorData::Bytes(out)
+            Some(_) => Sink::Elements(TensorData::with_capacity(dtype, elements)),
+            None => Sink::Strings(Vec::with_capacity(size)),
+        };
+        Ok(BinaryDecoder { name: name.to_owned(), size, received: 0, sink, pending: [0; 8], filled: 0 })
+    }
+
+    /// Bytes still to come.
+    fn missing(&self) -> usize {
+        self.size - self.received
+    }
+
+    /// Takes the first [`Self::missing`] bytes of `bytes` at most; returns how many it took.
+    fn push(&mut self, bytes: &[u8]) -> usize {
+        let take = self.missing().min(bytes.len());
+        let bytes = &bytes[..take];
+        self.received += take;
+        let (p, f) = (&mut self.pending, &mut self.filled);
+        match &mut self.sink {
+            Sink::Strings(raw) => raw.extend_from_slice(bytes),
+            Sink::Elements(data) => match data {
+                TensorData::Bool(v) => extend_le(v, p, f, bytes, |[b]: [u8; 1]| b != 0),
+                TensorData::Uint8(v) => v.extend_from_slice(bytes),
+                TensorData::Int8(v) => extend_le(v, p, f, bytes, i8::from_le_bytes),
+                TensorData::Uint16(v) => extend_le(v, p, f, bytes, u16::from_le_bytes),
+                TensorData::Uint32(v) => extend_le(v, p, f, bytes, u32::from_le_bytes),
+                TensorData::Uint64(v) => extend_le(v, p, f, bytes, u64::from_le_bytes),
+                TensorData::Int16(v) => extend_le(v, p, f, bytes, i16::from_le_bytes),
+                TensorData::Int32(v) => extend_le(v, p, f, bytes, i32::from_le_bytes),
+                TensorData::Int64(v) => extend_le(v, p, f, bytes, i64::from_le_bytes),
+                TensorData::Fp16(v) => extend_le(v, p, f, bytes, half::f16::from_le_bytes),
+                TensorData::Fp32(v) => extend_le(v, p, f, bytes, f32::from_le_bytes),
+                TensorData::Fp64(v) => extend_le(v, p, f, bytes, f64::from_le_bytes),
+                // BYTES has no element size: its data goes to `Sink::Strings`.
+                TensorData::Bytes(_) => {}
+            },
         }
-    })
+        take
+    }
+
+    /// The data, once all `size` bytes have arrived.
+    fn finish(self) -> Result<TensorData, CodecError> {
+        let name = &self.name;
+        if self.received < self.size {
+            return Err(err(format!("input '{name}': binary_data_size {} runs past the body", self.size)));
+        }
+        let raw = match self.sink {
+            Sink::Elements(data) => return Ok(data),
+            Sink::Strings(raw) => raw,
+        };
+        let mut out = Vec::new();
+        let mut rest = &raw[..];
+        while !rest.is_empty() {
+            let Some((len, tail)) = rest.split_first_chunk::<4>() else {
+                return Err(err(format!("input '{name}': truncated BYTES element length")));
+            };
+            let len = u32::from_le_bytes(*len) as usize;
+            if tail.len() < len {
+                return Err(err(format!("input '{name}': BYTES element of {len} bytes runs past the data")));
+            }
+            out.push(tail[..len].to_vec());
+            rest = &tail[len..];
+        }
+        Ok(TensorData::Bytes(out))
+    }
+}
+
+/// Raw little-endian bytes (or length-prefixed BYTES elements) to tensor data, read straight
+/// out of `raw`'s chunks.
+pub fn binary_to_data(name: &str, dtype: DataType, mut raw: impl Buf, elements: usize) -> Result<TensorData, CodecError> {
+    let mut decoder = BinaryDecoder::new(name, dtype, elements, raw.remaining())?;
+    while raw.has_remaining() {
+        let taken = decoder.push(raw.chunk());
+        raw.advance(taken);
+    }
+    decoder.finish()
 }
 
 /// Tensor data to raw little-endian bytes (BYTES: 4-byte length prefix per element).
@@ -278,33 +334,87 @@ fn split_json(body: &mut impl Buf, header_len: Option<usize>) -> Result<Bytes, C
     }
 }
 
-/// The tensors a message describes, their data from JSON or from `binary` in order; `what`
-/// ("input" or "output") names them in errors.
-fn decode_tensors(entries: &[WireTensor], mut binary: impl Buf, what: &str) -> Result<Vec<Tensor>, CodecError> {
-    let mut tensors = Vec::with_capacity(entries.len());
-    for entry in entries {
-        let name = &entry.name;
-        let dtype = DataType::parse(&entry.datatype)
-            .ok_or_else(|| err(format!("{what} '{name}': unknown datatype '{}'", entry.datatype)))?;
-        let elements = element_count(&entry.shape)
-            .ok_or_else(|| err(format!("{what} '{name}': invalid shape {:?}", entry.shape)))?;
-        let data = match (entry.parameters.get("binary_data_size").and_then(Value::as_u64), &entry.data) {
-            (Some(size), _) => {
-                let size = usize::try_from(size).map_err(|_| err("binary_data_size too large"))?;
-                if size > binary.remaining() {
-                    return Err(err(format!("{what} '{name}': binary_data_size {size} runs past the body")));
+/// A tensor of a message as its JSON describes it: decoded already, or waiting for its binary
+/// data.
+#[derive(Debug)]
+enum Slot {
+    Done(Tensor),
+    Binary { name: String, shape: Vec<i64>, decoder: BinaryDecoder },
+}
+
+/// The tensors a message's JSON lists, their binary data (in the order they are listed) fed in
+/// as it arrives; `what` ("input" or "output") names them in errors.
+#[derive(Debug)]
+struct TensorsDecoder {
+    slots: Vec<Slot>,
+    /// The slot the next binary bytes belong to.
+    current: usize,
+    /// Binary bytes past the last tensor's.
+    unclaimed: usize,
+    what: &'static str,
+}
+
+impl TensorsDecoder {
+    /// `at_most`: how many bytes of binary data can follow the JSON (what each
+    /// `binary_data_size` is checked against before its tensor is allocated).
+    fn new(entries: Vec<WireTensor>, what: &'static str, mut at_most: usize) -> Result<Self, CodecError> {
+        let mut slots = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let name = entry.name;
+            let dtype = DataType::parse(&entry.datatype)
+                .ok_or_else(|| err(format!("{what} '{name}': unknown datatype '{}'", entry.datatype)))?;
+            let elements = element_count(&entry.shape)
+                .ok_or_else(|| err(format!("{what} '{name}': invalid shape {:?}", entry.shape)))?;
+            let slot = match (entry.parameters.get("binary_data_size").and_then(Value::as_u64), &entry.data) {
+                (Some(size), _) => {
+                    let size = usize::try_from(size).ok().filter(|&s| s <= at_most).ok_or_else(|| {
+                        err(format!("{what} '{name}': binary_data_size {size} runs past the body"))
+                    })?;
+                    at_most -= size;
+                    let decoder = BinaryDecoder::new(&name, dtype, elements, size)?;
+                    Slot::Binary { name, shape: entry.shape, decoder }
                 }
-                binary_to_data(name, dtype, (&mut binary).take(size), elements)?
+                (None, Some(data)) => {
+                    let data = json_to_data(&name, dtype, data)?;
+                    Slot::Done(Tensor::new(name, entry.shape, data).map_err(|e| err(e.to_string()))?)
+                }
+                (None, None) => return Err(err(format!("{what} '{name}' has neither data nor binary_data_size"))),
+            };
+            slots.push(slot);
+        }
+        Ok(TensorsDecoder { slots, current: 0, unclaimed: 0, what })
+    }
+
+    /// The next bytes of binary data.
+    fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            match self.slots.get_mut(self.current) {
+                Some(Slot::Binary { decoder, .. }) if decoder.missing() > 0 => bytes = &bytes[decoder.push(bytes)..],
+                Some(_) => self.current += 1,
+                None => {
+                    self.unclaimed += bytes.len();
+                    return;
+                }
             }
-            (None, Some(data)) => json_to_data(name, dtype, data)?,
-            (None, None) => return Err(err(format!("{what} '{name}' has neither data nor binary_data_size"))),
-        };
-        tensors.push(Tensor::new(name.clone(), entry.shape.clone(), data).map_err(|e| err(e.to_string()))?);
+        }
     }
-    if binary.has_remaining() {
-        return Err(err(format!("{} bytes of binary data are not claimed by any {what}", binary.remaining())));
+
+    /// The tensors, once the message has ended.
+    fn finish(self) -> Result<Vec<Tensor>, CodecError> {
+        let mut tensors = Vec::with_capacity(self.slots.len());
+        for slot in self.slots {
+            tensors.push(match slot {
+                Slot::Done(tensor) => tensor,
+                Slot::Binary { name, shape, decoder } => {
+                    Tensor::new(name, shape, decoder.finish()?).map_err(|e| err(e.to_string()))?
+                }
+            });
+        }
+        if self.unclaimed > 0 {
+            return Err(err(format!("{} bytes of binary data are not claimed by any {}", self.unclaimed, self.what)));
+        }
+        Ok(tensors)
     }
-    Ok(tensors)
 }
 
 /// Tensors as JSON entries; those `as_binary` picks go into `binary` with their
@@ -344,26 +454,98 @@ fn join(json: Vec<u8>, binary: BytesMut) -> (Bytes, Option<usize>) {
     (all.freeze(), Some(header_len))
 }
 
-/// Decodes a request body (any `Buf`: the chunks a request arrived in are read without
-/// being joined first). `header_len` is `Inference-Header-Content-Length` (binary
-/// extension): the JSON is the first `header_len` bytes and binary tensors follow.
+/// A request body decoded as it arrives: [`RequestDecoder::feed`] each chunk, then
+/// [`RequestDecoder::finish`]. With the binary extension the JSON (the first `header_len`
+/// bytes) is parsed as soon as it is in, and each binary tensor is then written into its own
+/// buffer straight from the chunks: a large request is held once, not twice, and decoding
+/// keeps pace with the transfer instead of following it.
+#[derive(Debug)]
+pub struct RequestDecoder {
+    header_len: Option<usize>,
+    /// The most the body can hold (its length when known, else the size limit).
+    at_most: usize,
+    json: Vec<u8>,
+    /// Once the JSON is in: the request without its inputs, and the inputs.
+    parsed: Option<(InferRequestBody, TensorsDecoder)>,
+}
+
+impl RequestDecoder {
+    /// `header_len` is `Inference-Header-Content-Length` (binary extension): the JSON is the
+    /// first `header_len` bytes and binary tensors follow; `at_most` bounds the body.
+    pub fn new(header_len: Option<usize>, at_most: usize) -> Result<Self, CodecError> {
+        if let Some(n) = header_len.filter(|&n| n > at_most) {
+            return Err(err(format!("Inference-Header-Content-Length is {n} but the body has {at_most} bytes")));
+        }
+        // Room for the JSON, but not a size limit's worth for a body of unknown length.
+        let json = Vec::with_capacity(header_len.unwrap_or(at_most).min(1 << 16));
+        Ok(RequestDecoder { header_len, at_most, json, parsed: None })
+    }
+
+    /// The next chunk of the body.
+    pub fn feed(&mut self, mut chunk: &[u8]) -> Result<(), CodecError> {
+        if self.parsed.is_none() {
+            let wanted = self.header_len.map_or(chunk.len(), |n| n - self.json.len());
+            let take = wanted.min(chunk.len());
+            self.json.extend_from_slice(&chunk[..take]);
+            chunk = &chunk[take..];
+            if self.header_len != Some(self.json.len()) {
+                return Ok(());
+            }
+            self.parsed = Some(self.parse()?);
+        }
+        if let Some((_, inputs)) = &mut self.parsed {
+            inputs.feed(chunk);
+        }
+        Ok(())
+    }
+
+    /// The JSON, once it is all in: the request without its inputs, and the inputs.
+    fn parse(&self) -> Result<(InferRequestBody, TensorsDecoder), CodecError> {
+        let mut req: InferRequestBody =
+            serde_json::from_slice(&self.json).map_err(|e| err(format!("the request is not valid v2 JSON: {e}")))?;
+        let binary = self.at_most.saturating_sub(self.json.len());
+        let inputs = TensorsDecoder::new(std::mem::take(&mut req.inputs), "input", binary)?;
+        Ok((req, inputs))
+    }
+
+    /// The request, once the body has ended.
+    pub fn finish(self) -> Result<DecodedRequest, CodecError> {
+        let (req, inputs) = match self.parsed {
+            Some(parsed) => parsed,
+            None => match self.header_len {
+                Some(n) if n > self.json.len() => {
+                    let has = self.json.len();
+                    return Err(err(format!("Inference-Header-Content-Length is {n} but the body has {has} bytes")));
+                }
+                _ => self.parse()?,
+            },
+        };
+        Ok(DecodedRequest {
+            id: req.id,
+            inputs: inputs.finish()?,
+            outputs: req.outputs.iter().map(|o| o.name.clone()).collect(),
+            binary_outputs: req
+                .outputs
+                .iter()
+                .filter(|o| flag(&o.parameters, "binary_data"))
+                .map(|o| o.name.clone())
+                .collect(),
+            all_binary: flag(&req.parameters, "binary_data_output"),
+        })
+    }
+}
+
+/// Decodes a whole request body (any `Buf`: the chunks a request arrived in are read without
+/// being joined first); see [`RequestDecoder`].
 pub fn decode_request(mut body: impl Buf, header_len: Option<usize>) -> Result<DecodedRequest, CodecError> {
-    let json = split_json(&mut body, header_len)?;
-    let req: InferRequestBody =
-        serde_json::from_slice(&json).map_err(|e| err(format!("the request is not valid v2 JSON: {e}")))?;
-    let inputs = decode_tensors(&req.inputs, body, "input")?;
-    Ok(DecodedRequest {
-        id: req.id,
-        outputs: req.outputs.iter().map(|o| o.name.clone()).collect(),
-        binary_outputs: req
-            .outputs
-            .iter()
-            .filter(|o| flag(&o.parameters, "binary_data"))
-            .map(|o| o.name.clone())
-            .collect(),
-        all_binary: flag(&req.parameters, "binary_data_output"),
-        inputs,
-    })
+    let mut decoder = RequestDecoder::new(header_len, body.remaining())?;
+    while body.has_remaining() {
+        let chunk = body.chunk();
+        let len = chunk.len();
+        decoder.feed(chunk)?;
+        body.advance(len);
+    }
+    decoder.finish()
 }
 
 /// Encodes a response; returns the body and, when binary outputs are present, the JSON
@@ -424,7 +606,14 @@ pub fn decode_response(mut body: impl Buf, header_len: Option<usize>) -> Result<
     let json = split_json(&mut body, header_len)?;
     let response: ResponseBody =
         serde_json::from_slice(&json).map_err(|e| err(format!("the response is not valid v2 JSON: {e}")))?;
-    decode_tensors(&response.outputs, body, "output")
+    let mut outputs = TensorsDecoder::new(response.outputs, "output", body.remaining())?;
+    while body.has_remaining() {
+        let chunk = body.chunk();
+        let len = chunk.len();
+        outputs.feed(chunk);
+        body.advance(len);
+    }
+    outputs.finish()
 }
 
 #[cfg(test)]
@@ -520,6 +709,71 @@ mod tests {
             assert_eq!(req.inputs[0].data, TensorData::Fp32(floats.clone()), "cuts {cuts:?}");
             assert_eq!(req.inputs[1].data, TensorData::Int64(vec![7, -1, i64::MAX]), "cuts {cuts:?}");
         }
+    }
+
+    /// Fed to the streaming decoder in pieces of any size (as a body arrives), a request
+    /// decodes to what the whole body decodes to.
+    #[test]
+    fn a_request_fed_in_pieces_decodes_as_a_whole() {
+        let header = json!({
+            "id": "9",
+            "inputs": [
+                { "name": "x", "shape": [3], "datatype": "FP64", "parameters": { "binary_data_size": 24 } },
+                { "name": "j", "shape": [2], "datatype": "INT16", "data": [1, -1] },
+                { "name": "s", "shape": [2], "datatype": "BYTES", "parameters": { "binary_data_size": 11 } },
+                { "name": "b", "shape": [2], "datatype": "BOOL", "parameters": { "binary_data_size": 2 } },
+            ],
+            "outputs": [{ "name": "y", "parameters": { "binary_data": true } }],
+        })
+        .to_string();
+        let mut body = header.clone().into_bytes();
+        [0.5f64, -1e10, 3.0].iter().for_each(|f| body.extend_from_slice(&f.to_le_bytes()));
+        body.extend_from_slice(&2u32.to_le_bytes());
+        body.extend_from_slice(b"ab");
+        body.extend_from_slice(&1u32.to_le_bytes());
+        body.extend_from_slice(b"c");
+        body.extend_from_slice(&[1, 0]);
+        let whole = decode_request(&body[..], Some(header.len())).unwrap();
+        assert_eq!(whole.inputs[2].data, TensorData::Bytes(vec![b"ab".to_vec(), b"c".to_vec()]));
+        for piece in 1..=body.len() {
+            let mut decoder = RequestDecoder::new(Some(header.len()), body.len()).unwrap();
+            body.chunks(piece).for_each(|c| decoder.feed(c).unwrap());
+            let req = decoder.finish().unwrap();
+            assert_eq!(
+                (&req.id, &req.inputs, &req.binary_outputs),
+                (&whole.id, &whole.inputs, &whole.binary_outputs),
+                "pieces of {piece}"
+            );
+        }
+        let mut json_only = RequestDecoder::new(None, 1 << 20).unwrap();
+        let plain = json!({ "inputs": [{ "name": "j", "shape": [1], "datatype": "INT8", "data": [7] }] }).to_string();
+        plain.as_bytes().chunks(5).for_each(|c| json_only.feed(c).unwrap());
+        assert_eq!(json_only.finish().unwrap().inputs[0].data, TensorData::Int8(vec![7]));
+    }
+
+    /// A `binary_data_size` the body cannot hold is refused as soon as the JSON is in, before
+    /// anything is allocated for it; bytes past the last tensor are refused at the end.
+    #[test]
+    fn binary_sizes_are_checked_against_the_body() {
+        let huge = 1u64 << 40;
+        let header = json!({ "inputs": [
+            { "name": "x", "shape": [huge / 4], "datatype": "FP32", "parameters": { "binary_data_size": huge } },
+        ] })
+        .to_string();
+        let mut decoder = RequestDecoder::new(Some(header.len()), header.len() + 64).unwrap();
+        let e = decoder.feed(header.as_bytes()).unwrap_err();
+        assert!(e.0.contains("runs past the body"), "{e}");
+
+        let header = json!({ "inputs": [
+            { "name": "x", "shape": [1], "datatype": "INT32", "parameters": { "binary_data_size": 4 } },
+        ] })
+        .to_string();
+        let mut body = header.clone().into_bytes();
+        body.extend_from_slice(&[1, 0, 0, 0, 9, 9]);
+        let e = decode_request(&body[..], Some(header.len())).unwrap_err();
+        assert!(e.0.contains("2 bytes of binary data are not claimed"), "{e}");
+        let e = RequestDecoder::new(Some(100), 99).unwrap_err();
+        assert!(e.0.contains("Inference-Header-Content-Length is 100"), "{e}");
     }
 
     /// What we send another v2 server decodes as the request it was, and its binary answer

@@ -13,8 +13,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use bytes::Buf;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use maas_auth::Caller;
 use maas_controller::{Endpoint, Serves};
 use maas_core::ErrorCode;
@@ -139,12 +138,6 @@ async fn model_post(
         return Err(V2Error(ApiError::new(ErrorCode::MethodNotAllowed, "POST is only for …/infer")));
     }
     let endpoint = core::endpoint(&state, &caller, &target.name, target.version.as_deref()).await?;
-    let limit = state.config.max_infer_bytes;
-    // The chunks as they arrived, not joined: binary tensors are decoded out of them directly.
-    let body = Limited::new(body, limit).collect().await.map_err(|_| {
-        V2Error(ApiError::new(ErrorCode::PayloadTooLarge, format!("inference requests are limited to {limit} bytes")))
-    })?;
-    let body = body.aggregate();
     let header_len = match headers.get(HEADER_LENGTH) {
         Some(v) => Some(
             v.to_str()
@@ -154,25 +147,69 @@ async fn model_post(
         ),
         None => None,
     };
-    let call = metering::admit(&state, &caller, &endpoint, InferenceApi::V2Rest, body.remaining(), (0, 0)).await?;
+    let limit = state.config.max_infer_bytes;
+    let length = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if length.is_some_and(|n| n > limit) {
+        return Err(too_large(limit));
+    }
+    if endpoint.serves() == Serves::Upstream {
+        // Relayed as it came: the engine answers in the client's format.
+        let body = Limited::new(body, limit).collect().await.map_err(|e| unreadable(e, limit))?.to_bytes();
+        let call = metering::admit(&state, &caller, &endpoint, InferenceApi::V2Rest, body.len(), (0, 0)).await?;
+        let started = Instant::now();
+        let result = upstream::infer(&endpoint, &headers, body).await;
+        return Ok(call.respond(result, started.elapsed(), |e| V2Error(e).into_response()).await);
+    }
+    let (request, size) = read_request(body, header_len, length, limit).await?;
+    // A request that arrived whole is metered, a malformed one too (as a failed call).
+    let call = metering::admit(&state, &caller, &endpoint, InferenceApi::V2Rest, size, (0, 0)).await?;
     let started = Instant::now();
-    let result = run(&state, &endpoint, &headers, body, header_len).await;
+    let result = match request {
+        Ok(request) => run(&state, &endpoint, request).await,
+        Err(e) => Err(ApiError::new(ErrorCode::InvalidRequest, e.0)),
+    };
     Ok(call.respond(result, started.elapsed(), |e| V2Error(e).into_response()).await)
 }
 
-/// Runs one inference: forwarded to an external engine, or decoded, run and encoded here.
-async fn run(
-    state: &AppState,
-    endpoint: &Endpoint,
-    headers: &HeaderMap,
-    mut body: impl Buf,
-    header_len: Option<usize>,
-) -> Result<Response, ApiError> {
-    if endpoint.serves() == Serves::Upstream {
-        return upstream::infer(endpoint, headers, body.copy_to_bytes(body.remaining())).await;
+fn too_large(limit: usize) -> V2Error {
+    V2Error(ApiError::new(ErrorCode::PayloadTooLarge, format!("inference requests are limited to {limit} bytes")))
+}
+
+/// A body that could not be read: over the limit (413), or cut off by the client.
+fn unreadable(e: Box<dyn std::error::Error + Send + Sync>, limit: usize) -> V2Error {
+    if e.is::<LengthLimitError>() {
+        return too_large(limit);
     }
-    let mut request =
-        codec::decode_request(body, header_len).map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.0))?;
+    bad_request(format!("the request body could not be read: {e}"))
+}
+
+/// Reads the body (`length` bytes when the client said so, `limit` at most), decoding it as it
+/// arrives (see [`codec::RequestDecoder`]). Returns the request, or why it is malformed
+/// (reading stops there), and the bytes read; the outer error is a body that could not be read.
+async fn read_request(
+    body: Body,
+    header_len: Option<usize>,
+    length: Option<usize>,
+    limit: usize,
+) -> V2Result<(Result<codec::DecodedRequest, codec::CodecError>, usize)> {
+    let mut body = Limited::new(body, limit);
+    let mut decoder = match codec::RequestDecoder::new(header_len, length.unwrap_or(limit)) {
+        Ok(decoder) => decoder,
+        Err(e) => return Ok((Err(e), 0)),
+    };
+    let mut size = 0;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(|e| unreadable(e, limit))?.into_data() else { continue };
+        size += data.len();
+        if let Err(e) = decoder.feed(&data) {
+            return Ok((Err(e), size));
+        }
+    }
+    Ok((decoder.finish(), size))
+}
+
+/// Runs one decoded inference and encodes its answer (JSON, or binary tensors after JSON).
+async fn run(state: &AppState, endpoint: &Endpoint, mut request: codec::DecodedRequest) -> Result<Response, ApiError> {
     // The inputs move to the runtime (a batch-8 ResNet request is 4.8 MB: no copy).
     let inputs = std::mem::take(&mut request.inputs);
     let result = core::infer(state, endpoint, request.id.as_deref(), inputs, request.outputs.clone()).await?;
