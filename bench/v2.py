@@ -26,6 +26,7 @@ import http.client
 import json
 import os
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -75,11 +76,30 @@ class Series:
         return len(self.latencies) * self.rows_per_call / self.wall
 
 
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def paused(fn, seconds: float):
+    """`fn`, which `timed_calls` calls after a pause of `seconds` that it does not time."""
+
+    def call():
+        return fn()
+
+    call.pause = seconds
+    return call
+
+
 def timed_calls(fn, n: int, series: Series) -> None:
     perf = time.perf_counter
     lat = series.latencies
+    pause = getattr(fn, "pause", 0.0)
     start = perf()
     for _ in range(n):
+        if pause:
+            time.sleep(pause)
         t0 = perf()
         fn()
         lat.append(perf() - t0)
@@ -387,6 +407,64 @@ def binary_body(arrays: dict[str, np.ndarray], dtype: str, outputs: list[str]) -
     return head + b"".join(raws), {"inference-header-content-length": str(len(head))}
 
 
+# --- the floor: a socket that only reads ---------------------------------------------------
+
+SINK = r"""
+import socket, sys
+ls = socket.socket()
+ls.bind(("127.0.0.1", 0))
+ls.listen(1)
+print(ls.getsockname()[1], flush=True)
+buf = memoryview(bytearray(int(sys.argv[1])))
+while True:
+    c, _ = ls.accept()
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    pending = b""
+    while True:
+        while b"\r\n\r\n" not in pending:
+            data = c.recv(65536)
+            if not data:
+                break
+            pending += data
+        else:
+            head, rest = pending.split(b"\r\n\r\n", 1)
+            length = next(int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:"))
+            got = len(rest)
+            buf[:got] = rest
+            while got < length:
+                got += c.recv_into(buf[got:length])
+            pending = b""
+            c.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+            continue
+        break
+"""
+
+
+class Sink:
+    """Another Python process that reads HTTP request bodies into a buffer and answers 200 with
+    nothing: what moving a request's bytes over loopback costs without any server work."""
+
+    def __init__(self, capacity: int):
+        self.proc = subprocess.Popen([sys.executable, "-c", SINK, str(capacity)], stdout=subprocess.PIPE, text=True)
+        self.port = int(self.proc.stdout.readline())
+
+    def post(self, body: bytes):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
+
+        def call():
+            conn.request("POST", "/", body=body, headers={"content-type": "application/octet-stream"})
+            r = conn.getresponse()
+            r.read()
+            if r.status != 200:
+                raise RuntimeError(f"sink: {r.status}")
+
+        return call
+
+    def close(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
 # --- the measurements ----------------------------------------------------------------------
 
 
@@ -407,6 +485,7 @@ def run_throughput(args, clients: V2Clients, model_path: str) -> dict:
     sess = reference_session(model_path, args.threads)
     expected = sess.run(None, feed)[0]
     model = f"{TENANT}/nsfw"
+    sink = Sink(len(binary_body(feed, "FP32", [NSFW_OUTPUT])[0]))
     body, extra = binary_body(feed, "FP32", [NSFW_OUTPUT])
     # The same bytes under an input name the model does not have: decoded in full, then refused
     # before it is queued; the transport and decoding without the model run.
@@ -431,7 +510,13 @@ def run_throughput(args, clients: V2Clients, model_path: str) -> dict:
         "grpc_min": clients.raw_grpc(model, feed, "FP32"),
         "rest_refused": clients.minimal_http(model, bad_body, "application/octet-stream", bad_extra, expect=400),
         "grpc_refused": grpc_refused,
+        "sink": sink.post(body),
+        "sink_idle": sink.post(body),
     }
+    # The same post, each after as long a pause as a run of the model (not timed): the cost of
+    # moving the bytes when the machine was idle before, as it is between a client's calls.
+    pause = float(np.median([timed(lambda: sess.run(None, feed)) for _ in range(5)]))
+    variants["sink_idle"] = paused(variants["sink_idle"], pause)
     check_nsfw(expected, variants["rest"]().as_numpy(NSFW_OUTPUT), "REST")
     check_nsfw(expected, variants["grpc"]().as_numpy(NSFW_OUTPUT), "gRPC")
     raw = service_pb2.ModelInferResponse.FromString(variants["grpc_min"]()).raw_output_contents[0]
@@ -458,7 +543,8 @@ def run_throughput(args, clients: V2Clients, model_path: str) -> dict:
                 timed_calls(fn, n, series[name])
             for i, v in enumerate((m.wall, m.server, m.me, m.other)):
                 cpu[name][i] += v
-    return {"series": series, "cpu": cpu}
+    sink.close()
+    return {"series": series, "cpu": cpu, "pause": pause}
 
 
 def run_latency(args, clients: V2Clients, model_path: str) -> dict:
@@ -744,6 +830,14 @@ def report(args, results: dict, d_models: list[str], idle: float, load_before, l
             x = s[name]
             w(f"| (b) where the time goes: the same {args.batch}-image request with an unknown input name "
               f"(sent, decoded, refused before the model), {label} | p50 {ms(x.p(50))} ms, p99 {ms(x.p(99))} ms | "
+              f"— | — | for information | — |")
+        for name, label in (
+            ("sink", "one call after another"),
+            ("sink_idle", f"each after {ms(results['b']['pause'])} ms of idleness (one run of the model)"),
+        ):
+            x = s[name]
+            w(f"| (b) where the time goes: the same request's bytes posted by http.client to another Python process "
+              f"that only reads them (no server, no model), {label} | p50 {ms(x.p(50))} ms, p99 {ms(x.p(99))} ms | "
               f"— | — | for information | — |")
     if "c" in results:
         s = results["c"]
