@@ -20,6 +20,7 @@ that alternate the variants, so that a slow moment of the machine hits all of th
 from __future__ import annotations
 
 import argparse
+import atexit
 import concurrent.futures
 import hashlib
 import http.client
@@ -410,33 +411,34 @@ def binary_body(arrays: dict[str, np.ndarray], dtype: str, outputs: list[str]) -
 # --- the floor: a socket that only reads ---------------------------------------------------
 
 SINK = r"""
-import socket, sys
+import socket, sys, threading
 ls = socket.socket()
 ls.bind(("127.0.0.1", 0))
-ls.listen(1)
+ls.listen(8)
 print(ls.getsockname()[1], flush=True)
-buf = memoryview(bytearray(int(sys.argv[1])))
-while True:
-    c, _ = ls.accept()
+size = int(sys.argv[1])
+
+def serve(c):
     c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    buf = memoryview(bytearray(size))
     pending = b""
     while True:
         while b"\r\n\r\n" not in pending:
             data = c.recv(65536)
             if not data:
-                break
+                return
             pending += data
-        else:
-            head, rest = pending.split(b"\r\n\r\n", 1)
-            length = next(int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:"))
-            got = len(rest)
-            buf[:got] = rest
-            while got < length:
-                got += c.recv_into(buf[got:length])
-            pending = b""
-            c.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-            continue
-        break
+        head, rest = pending.split(b"\r\n\r\n", 1)
+        length = next(int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:"))
+        got = len(rest)
+        buf[:got] = rest
+        while got < length:
+            got += c.recv_into(buf[got:length])
+        pending = b""
+        c.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+
+while True:
+    threading.Thread(target=serve, args=(ls.accept()[0],), daemon=True).start()
 """
 
 
@@ -447,6 +449,7 @@ class Sink:
     def __init__(self, capacity: int):
         self.proc = subprocess.Popen([sys.executable, "-c", SINK, str(capacity)], stdout=subprocess.PIPE, text=True)
         self.port = int(self.proc.stdout.readline())
+        atexit.register(self.close)  # also when a measurement fails
 
     def post(self, body: bytes):
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
@@ -461,8 +464,9 @@ class Sink:
         return call
 
     def close(self):
-        self.proc.kill()
-        self.proc.wait()
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
 
 # --- the measurements ----------------------------------------------------------------------
