@@ -575,6 +575,38 @@ async fn removing_a_member_or_revoking_a_key_applies_to_the_next_inference_call(
     assert_eq!((status, v2_code(&body)), (StatusCode::UNAUTHORIZED, "api_key_revoked"), "{body}");
 }
 
+/// The body is decoded as it arrives, so a request can be known malformed long before its
+/// last byte. tritonclient.http sends the whole body before it reads the answer: it still gets
+/// the 400 with the reason (not a reset connection), and its next call is served.
+#[tokio::test]
+async fn a_large_malformed_request_gets_its_400_after_the_whole_body() {
+    let (s, _, key) = setup(ServerOptions::default()).await;
+    let script = r#"
+import json, os, numpy as np, tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+c = httpclient.InferenceServerClient(os.environ["V2_HTTP"], network_timeout=120)
+h = {"authorization": "Bearer " + os.environ["V2_KEY"]}
+def call(rows):
+    a = httpclient.InferInput("INPUT0", [rows, 16], "INT32")
+    a.set_data_from_numpy(np.full((rows, 16), 3, dtype=np.int32), binary_data=True)
+    a.set_shape([1, 16])  # the header claims one row; the binary data holds `rows`
+    b = httpclient.InferInput("INPUT1", [1, 16], "INT32")
+    b.set_data_from_numpy(np.ones((1, 16), dtype=np.int32), binary_data=True)
+    try:
+        return ["ok", c.infer("alice/simple", [a, b], headers=h).as_numpy("OUTPUT0").tolist()]
+    except InferenceServerException as e:
+        return [str(e.status()), e.message()]
+print(json.dumps([call(1 << 19), call(1 << 19), call(1)]))
+"#;
+    let answers = triton_script(&s, script, &key, ("V2_UNUSED", ""));
+    for answer in answers.as_array().unwrap()[..2].iter() {
+        assert_eq!(answer[0], "400", "{answers}");
+        let message = answer[1].as_str().unwrap_or_default();
+        assert!(message.contains("INPUT0") && message.contains("needs 64"), "{answers}");
+    }
+    assert_eq!(answers[2], json!(["ok", [vec![4; 16]]]), "the same client goes on: {answers}");
+}
+
 #[tokio::test]
 async fn oversized_inference_requests_are_413() {
     let (s, _, key) = setup(ServerOptions::default().env("MAAS_HTTP__MAX_INFER_BYTES", "1000")).await;

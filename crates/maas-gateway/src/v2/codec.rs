@@ -276,7 +276,12 @@ impl BinaryDecoder {
 
 /// Raw little-endian bytes (or length-prefixed BYTES elements) to tensor data, read straight
 /// out of `raw`'s chunks.
-pub fn binary_to_data(name: &str, dtype: DataType, mut raw: impl Buf, elements: usize) -> Result<TensorData, CodecError> {
+pub fn binary_to_data(
+    name: &str,
+    dtype: DataType,
+    mut raw: impl Buf,
+    elements: usize,
+) -> Result<TensorData, CodecError> {
     let mut decoder = BinaryDecoder::new(name, dtype, elements, raw.remaining())?;
     while raw.has_remaining() {
         let taken = decoder.push(raw.chunk());
@@ -367,9 +372,10 @@ impl TensorsDecoder {
                 .ok_or_else(|| err(format!("{what} '{name}': invalid shape {:?}", entry.shape)))?;
             let slot = match (entry.parameters.get("binary_data_size").and_then(Value::as_u64), &entry.data) {
                 (Some(size), _) => {
-                    let size = usize::try_from(size).ok().filter(|&s| s <= at_most).ok_or_else(|| {
-                        err(format!("{what} '{name}': binary_data_size {size} runs past the body"))
-                    })?;
+                    let size = usize::try_from(size)
+                        .ok()
+                        .filter(|&s| s <= at_most)
+                        .ok_or_else(|| err(format!("{what} '{name}': binary_data_size {size} runs past the body")))?;
                     at_most -= size;
                     let decoder = BinaryDecoder::new(&name, dtype, elements, size)?;
                     Slot::Binary { name, shape: entry.shape, decoder }

@@ -184,8 +184,10 @@ fn unreadable(e: Box<dyn std::error::Error + Send + Sync>, limit: usize) -> V2Er
 }
 
 /// Reads the body (`length` bytes when the client said so, `limit` at most), decoding it as it
-/// arrives (see [`codec::RequestDecoder`]). Returns the request, or why it is malformed
-/// (reading stops there), and the bytes read; the outer error is a body that could not be read.
+/// arrives (see [`codec::RequestDecoder`]). Returns the request or why it is malformed, and the
+/// bytes read; the outer error is a body that could not be read. After a malformed part the
+/// rest is still read, not decoded: the whole request is metered, and a client that sends all
+/// of it before reading gets its 400 whatever the HTTP layer does with unread bodies.
 async fn read_request(
     body: Body,
     header_len: Option<usize>,
@@ -193,19 +195,18 @@ async fn read_request(
     limit: usize,
 ) -> V2Result<(Result<codec::DecodedRequest, codec::CodecError>, usize)> {
     let mut body = Limited::new(body, limit);
-    let mut decoder = match codec::RequestDecoder::new(header_len, length.unwrap_or(limit)) {
-        Ok(decoder) => decoder,
-        Err(e) => return Ok((Err(e), 0)),
-    };
+    let mut decoder = codec::RequestDecoder::new(header_len, length.unwrap_or(limit));
     let mut size = 0;
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame.map_err(|e| unreadable(e, limit))?.into_data() else { continue };
         size += data.len();
-        if let Err(e) = decoder.feed(&data) {
-            return Ok((Err(e), size));
+        if let Ok(d) = &mut decoder
+            && let Err(e) = d.feed(&data)
+        {
+            decoder = Err(e);
         }
     }
-    Ok((decoder.finish(), size))
+    Ok((decoder.and_then(codec::RequestDecoder::finish), size))
 }
 
 /// Runs one decoded inference and encodes its answer (JSON, or binary tensors after JSON).
