@@ -135,21 +135,12 @@ macro_rules! for_each_variant {
 impl TensorData {
     /// Empty data of `dtype` with room for `elements` (how a decoder fills a tensor in place).
     pub fn with_capacity(dtype: DataType, elements: usize) -> TensorData {
-        match dtype {
-            DataType::Bool => TensorData::Bool(Vec::with_capacity(elements)),
-            DataType::Uint8 => TensorData::Uint8(Vec::with_capacity(elements)),
-            DataType::Uint16 => TensorData::Uint16(Vec::with_capacity(elements)),
-            DataType::Uint32 => TensorData::Uint32(Vec::with_capacity(elements)),
-            DataType::Uint64 => TensorData::Uint64(Vec::with_capacity(elements)),
-            DataType::Int8 => TensorData::Int8(Vec::with_capacity(elements)),
-            DataType::Int16 => TensorData::Int16(Vec::with_capacity(elements)),
-            DataType::Int32 => TensorData::Int32(Vec::with_capacity(elements)),
-            DataType::Int64 => TensorData::Int64(Vec::with_capacity(elements)),
-            DataType::Fp16 => TensorData::Fp16(Vec::with_capacity(elements)),
-            DataType::Fp32 => TensorData::Fp32(Vec::with_capacity(elements)),
-            DataType::Fp64 => TensorData::Fp64(Vec::with_capacity(elements)),
-            DataType::Bytes => TensorData::Bytes(Vec::with_capacity(elements)),
+        macro_rules! empty {
+            ($($variant:ident),*) => {
+                match dtype { $(DataType::$variant => TensorData::$variant(Vec::with_capacity(elements)),)* }
+            };
         }
+        empty!(Bool, Uint8, Uint16, Uint32, Uint64, Int8, Int16, Int32, Int64, Fp16, Fp32, Fp64, Bytes)
     }
 
     pub fn dtype(&self) -> DataType {
