@@ -541,16 +541,22 @@ impl RequestDecoder {
     }
 }
 
+/// Hands `buf`'s chunks to `feed` in order: a body as it arrived, never joined.
+fn each_chunk(mut buf: impl Buf, mut feed: impl FnMut(&[u8]) -> Result<(), CodecError>) -> Result<(), CodecError> {
+    while buf.has_remaining() {
+        let chunk = buf.chunk();
+        let len = chunk.len();
+        feed(chunk)?;
+        buf.advance(len);
+    }
+    Ok(())
+}
+
 /// Decodes a whole request body (any `Buf`: the chunks a request arrived in are read without
 /// being joined first); see [`RequestDecoder`].
-pub fn decode_request(mut body: impl Buf, header_len: Option<usize>) -> Result<DecodedRequest, CodecError> {
+pub fn decode_request(body: impl Buf, header_len: Option<usize>) -> Result<DecodedRequest, CodecError> {
     let mut decoder = RequestDecoder::new(header_len, body.remaining())?;
-    while body.has_remaining() {
-        let chunk = body.chunk();
-        let len = chunk.len();
-        decoder.feed(chunk)?;
-        body.advance(len);
-    }
+    each_chunk(body, |chunk| decoder.feed(chunk))?;
     decoder.finish()
 }
 
@@ -613,12 +619,10 @@ pub fn decode_response(mut body: impl Buf, header_len: Option<usize>) -> Result<
     let response: ResponseBody =
         serde_json::from_slice(&json).map_err(|e| err(format!("the response is not valid v2 JSON: {e}")))?;
     let mut outputs = TensorsDecoder::new(response.outputs, "output", body.remaining())?;
-    while body.has_remaining() {
-        let chunk = body.chunk();
-        let len = chunk.len();
+    each_chunk(body, |chunk| {
         outputs.feed(chunk);
-        body.advance(len);
-    }
+        Ok(())
+    })?;
     outputs.finish()
 }
 
