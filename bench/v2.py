@@ -752,8 +752,8 @@ def main() -> int:
     deployments = [("simple", "simple", 1, 0), ("nsfw", "nsfw", 1, 0)]
     for m in d_models:
         deployments += [(f"{m}-off", m, 1, 0), (f"{m}-on", m, args.clients, args.max_queue_delay_us)]
-    # One at a time: deployments of one version created together race on copying its files
-    # into data_dir/models/<version> (one of them fails with "No such file or directory").
+    # One at a time, each waited for: the loads do not compete for the cores, and a deployment
+    # that fails to load is named at once.
     for name, model, mbs, delay in deployments:
         plat.deploy(name, model, mbs, delay)
         plat.wait_ready(name)
