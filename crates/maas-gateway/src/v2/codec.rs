@@ -276,23 +276,18 @@ impl BinaryDecoder {
 
 /// Raw little-endian bytes (or length-prefixed BYTES elements) to tensor data, read straight
 /// out of `raw`'s chunks.
-pub fn binary_to_data(
-    name: &str,
-    dtype: DataType,
-    mut raw: impl Buf,
-    elements: usize,
-) -> Result<TensorData, CodecError> {
+pub fn binary_to_data(name: &str, dtype: DataType, raw: impl Buf, elements: usize) -> Result<TensorData, CodecError> {
     let mut decoder = BinaryDecoder::new(name, dtype, elements, raw.remaining())?;
-    while raw.has_remaining() {
-        let taken = decoder.push(raw.chunk());
-        raw.advance(taken);
-    }
+    each_chunk(raw, |chunk| {
+        decoder.push(chunk);
+        Ok(())
+    })?;
     decoder.finish()
 }
 
 /// Tensor data to raw little-endian bytes (BYTES: 4-byte length prefix per element).
 pub fn data_to_binary(data: &TensorData) -> Vec<u8> {
-    // `f` generic, as in `from_le`, so that it is inlined into the loop.
+    // `f` generic, as in `extend_le`, so that it is inlined into the loop.
     fn le<T: Copy, const N: usize>(v: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u8> {
         let mut out = Vec::with_capacity(v.len() * N);
         for &x in v {
@@ -339,6 +334,20 @@ fn split_json(body: &mut impl Buf, header_len: Option<usize>) -> Result<Bytes, C
     }
 }
 
+/// A tensor's declared `datatype` and the element count of its `shape`, both checked; `what`
+/// ("input" or "output") and `name` name it in errors.
+pub fn dtype_and_elements(
+    what: &str,
+    name: &str,
+    datatype: &str,
+    shape: &[i64],
+) -> Result<(DataType, usize), CodecError> {
+    let dtype =
+        DataType::parse(datatype).ok_or_else(|| err(format!("{what} '{name}': unknown datatype '{datatype}'")))?;
+    let elements = element_count(shape).ok_or_else(|| err(format!("{what} '{name}': invalid shape {shape:?}")))?;
+    Ok((dtype, elements))
+}
+
 /// A tensor of a message as its JSON describes it: decoded already, or waiting for its binary
 /// data.
 #[derive(Debug)]
@@ -366,10 +375,7 @@ impl TensorsDecoder {
         let mut slots = Vec::with_capacity(entries.len());
         for entry in entries {
             let name = entry.name;
-            let dtype = DataType::parse(&entry.datatype)
-                .ok_or_else(|| err(format!("{what} '{name}': unknown datatype '{}'", entry.datatype)))?;
-            let elements = element_count(&entry.shape)
-                .ok_or_else(|| err(format!("{what} '{name}': invalid shape {:?}", entry.shape)))?;
+            let (dtype, elements) = dtype_and_elements(what, &name, &entry.datatype, &entry.shape)?;
             let slot = match (entry.parameters.get("binary_data_size").and_then(Value::as_u64), &entry.data) {
                 (Some(size), _) => {
                     let size = usize::try_from(size)
@@ -480,7 +486,9 @@ impl RequestDecoder {
     /// first `header_len` bytes and binary tensors follow; `at_most` bounds the body.
     pub fn new(header_len: Option<usize>, at_most: usize) -> Result<Self, CodecError> {
         if let Some(n) = header_len.filter(|&n| n > at_most) {
-            return Err(err(format!("Inference-Header-Content-Length is {n} but the body has {at_most} bytes")));
+            return Err(err(format!(
+                "Inference-Header-Content-Length is {n} but the body has at most {at_most} bytes"
+            )));
         }
         // Room for the JSON, but not a size limit's worth for a body of unknown length.
         let json = Vec::with_capacity(header_len.unwrap_or(at_most).min(1 << 16));

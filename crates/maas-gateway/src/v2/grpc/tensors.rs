@@ -4,7 +4,6 @@
 //! protocol says); outputs always go out as `raw_output_contents`, which Triton's client reads.
 
 use bytes::Bytes;
-use maas_runtime::tensor::element_count;
 use maas_runtime::{DataType, Tensor, TensorData};
 
 use super::proto::model_infer_request::InferInputTensor;
@@ -59,10 +58,7 @@ pub fn decode_inputs(inputs: Vec<InferInputTensor>, raw: Vec<Bytes>) -> Result<V
     let mut tensors = Vec::with_capacity(inputs.len());
     for input in inputs {
         let name = input.name;
-        let dtype = DataType::parse(&input.datatype)
-            .ok_or_else(|| err(format!("input '{name}': unknown datatype '{}'", input.datatype)))?;
-        let elements = element_count(&input.shape)
-            .ok_or_else(|| err(format!("input '{name}': invalid shape {:?}", input.shape)))?;
+        let (dtype, elements) = codec::dtype_and_elements("input", &name, &input.datatype, &input.shape)?;
         let (data, field) = match (raw.next(), input.contents) {
             (Some(_), Some(_)) => {
                 return Err(err(format!("input '{name}': contents must not be set with raw_input_contents")));
